@@ -1,0 +1,98 @@
+"""The one frozen run configuration: defaults, then a TOML file, then CLI flags.
+
+Unknown keys are errors, so a typo in `configs/*.toml` never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DEFAULT_MODEL = "bhadresh-savani/albert-base-v2-emotion"
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class RunConfig(BaseModel):
+    """Everything that decides what `emodraw-batch run` computes and writes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = DEFAULT_MODEL
+    revision: str | None = None
+    text_column: str = "text"
+    id_column: str | None = None
+    device: str = "auto"
+    precision: Precision = "auto"
+    max_length: int = Field(128, ge=8)
+    # Token budget of one forward pass: rows x longest row <= batch_tokens.
+    # None sizes it from the device (see model.default_batch_tokens).
+    batch_tokens: int | None = Field(None, ge=8)
+    # Rows sorted together by length; bounds memory, never changes results.
+    window_rows: int = Field(50_000, ge=1)
+    # Rows per shard (one output file each); shards are whole row groups.
+    shard_rows: int = Field(1_000_000, ge=1)
+    allow_pickle: bool = False
+    cast_text: bool = False
+    skip_bad_files: bool = False
+    # Statistics (see stats.py).
+    group_by: tuple[str, ...] = ()
+    time_column: str | None = None
+    every: str = "1d"
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        ok = value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
+        if not ok:
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {value!r}")
+        return value
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that change the labels; a resumed run must match them exactly."""
+        return self.model_dump(
+            include={"model", "revision", "text_column", "max_length", "precision", "cast_text"}
+        )
+
+
+def _explain(error: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            known = ", ".join(RunConfig.model_fields)
+            lines.append(f"unknown key {where!r} (known keys: {known})")
+        else:
+            lines.append(f"{where}: {item['msg']} (got {item.get('input')!r})")
+    return ConfigError(f"Invalid configuration in {source}: " + "; ".join(lines) + ". Fix or remove these keys.")
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a config file; the keys may sit at the top level or under [run]."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {str(path)!r} does not exist. Pass a TOML file such as configs/default.toml.")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {str(path)!r} is not valid TOML: {exc}.") from None
+    return dict(data.get("run", data)) if set(data) <= {"run"} else data
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """Defaults < TOML file < overrides; overrides that are None are not set."""
+    values: dict[str, Any] = read_toml(path) if path else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RunConfig(**values)
+    except ValidationError as exc:
+        raise _explain(exc, str(path) if path else "command-line flags") from None

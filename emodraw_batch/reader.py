@@ -1,0 +1,210 @@
+"""Find, validate and stream the input Parquet files.
+
+Everything here runs before the model loads, so a wrong path, column or type
+fails in a second with a message that names the file, the column and the fix.
+Reading is streamed by row groups and record batches: memory is bounded by the
+window of rows, never by the size of the corpus.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .errors import InputError
+
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One readable Parquet file and the row counts of its row groups."""
+
+    path: str
+    schema: pa.Schema
+    row_groups: tuple[int, ...]
+
+    @property
+    def num_rows(self) -> int:
+        return sum(self.row_groups)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Row groups [start, stop) of one file: the unit of work and of output (one file each)."""
+
+    file_index: int
+    path: str
+    start: int
+    stop: int
+    rows: int
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.file_index:05d}-{self.start:05d}.parquet"
+
+
+@dataclass
+class Inputs:
+    """The resolved corpus: readable files in a fixed order, and files skipped as unreadable."""
+
+    files: list[InputFile]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def num_rows(self) -> int:
+        return sum(f.num_rows for f in self.files)
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    if _is_uri(path):
+        try:
+            return pafs.FileSystem.from_uri(path)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            # Schemes pyarrow has no native driver for (e.g. gcs on some builds, az, http) go through fsspec.
+            try:
+                import fsspec
+            except ImportError:
+                raise InputError(
+                    f"Cannot open {path!r}: pyarrow has no filesystem for this scheme and fsspec is not installed. "
+                    "Install fsspec and its driver (e.g. pip install gcsfs adlfs)."
+                ) from None
+            fs, inner = fsspec.core.url_to_fs(path)
+            return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
+    return pafs.LocalFileSystem(), str(Path(path.removeprefix("file://")).expanduser().absolute())
+
+
+def _expand_one(spec: str) -> list[str]:
+    """A file, a folder (all *.parquet below it, hidden files skipped) or a glob -> sorted paths."""
+    fs, path = _filesystem(spec)
+    if any(c in spec for c in _GLOB_CHARS):
+        if _is_uri(spec):
+            import fsspec
+
+            fsspec_fs, inner = fsspec.core.url_to_fs(spec)
+            protocol = spec.split("://", 1)[0]
+            return sorted(f"{protocol}://{p}" for p in fsspec_fs.glob(inner))
+        return sorted(p for p in globlib.glob(path, recursive=True) if Path(p).is_file())
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        return [spec if _is_uri(spec) else path]
+    if info.type == pafs.FileType.Directory:
+        found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        names = [
+            f.path
+            for f in found
+            if f.type == pafs.FileType.File
+            and f.path.endswith(".parquet")
+            and not any(part.startswith((".", "_")) for part in Path(f.path).relative_to(path).parts)
+        ]
+        prefix = spec.split("://", 1)[0] + "://" if _is_uri(spec) else ""
+        return sorted(prefix + n for n in names)
+    raise InputError(
+        f"Input {spec!r} does not exist. Pass a Parquet file, a folder of Parquet files, or a quoted glob "
+        "such as 'tweets/*.parquet'."
+    )
+
+
+def expand(specs: Sequence[str]) -> list[str]:
+    """All input files, de-duplicated, in a deterministic order (the order of the specs, then sorted)."""
+    if not specs:
+        raise InputError("No input given. Pass one or more Parquet files, folders or globs.")
+    paths: list[str] = []
+    for spec in specs:
+        found = _expand_one(spec)
+        if not found:
+            raise InputError(f"Input {spec!r} matched no Parquet files. Check the path or glob pattern.")
+        paths.extend(p for p in found if p not in paths)
+    return paths
+
+
+def open_parquet(path: str) -> pq.ParquetFile:
+    fs, inner = _filesystem(path)
+    return pq.ParquetFile(fs.open_input_file(inner))
+
+
+def _check_text_column(path: str, schema: pa.Schema, text_column: str, cast_text: bool) -> None:
+    if text_column not in schema.names:
+        raise InputError(
+            f"File {path!r} has no text column {text_column!r}; its columns are {schema.names}. "
+            "Pass the right one with --text-column NAME."
+        )
+    kind = schema.field(text_column).type
+    is_text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    if not is_text and not cast_text:
+        raise InputError(
+            f"Column {text_column!r} in file {path!r} has type {kind}, but the text column must be a string type. "
+            "Pass --cast-text to cast it to string, or choose another column with --text-column."
+        )
+
+
+def scan(
+    specs: Sequence[str], text_column: str, *, cast_text: bool = False, skip_bad_files: bool = False
+) -> Inputs:
+    """Resolve and validate every input file (footers only: cheap, no data read)."""
+    files: list[InputFile] = []
+    skipped: list[dict[str, str]] = []
+    for path in expand(specs):
+        try:
+            meta = open_parquet(path).metadata
+            schema = meta.schema.to_arrow_schema()
+            row_groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+        except (pa.ArrowException, OSError) as exc:
+            if skip_bad_files:
+                skipped.append({"path": path, "reason": str(exc).splitlines()[0]})
+                continue
+            raise InputError(
+                f"File {path!r} is not a readable Parquet file ({str(exc).splitlines()[0]}). "
+                "Remove or repair it, or pass --skip-bad-files to skip unreadable files and list them in the manifest."
+            ) from None
+        _check_text_column(path, schema, text_column, cast_text)
+        files.append(InputFile(path, schema, row_groups))
+    if not files:
+        raise InputError(f"None of the inputs {list(specs)} could be read; see the skipped files: {skipped}.")
+    return Inputs(files, skipped)
+
+
+def plan_shards(inputs: Inputs, shard_rows: int) -> list[Shard]:
+    """Cut each file into runs of whole row groups of about `shard_rows` rows (deterministic)."""
+    shards: list[Shard] = []
+    for index, f in enumerate(inputs.files):
+        if not f.row_groups:
+            # A zero-row file still gets a (zero-row) output with the full schema.
+            shards.append(Shard(index, f.path, 0, 0, 0))
+            continue
+        start, rows = 0, 0
+        for i, n in enumerate(f.row_groups):
+            rows += n
+            if rows >= shard_rows or i == len(f.row_groups) - 1:
+                shards.append(Shard(index, f.path, start, i + 1, rows))
+                start, rows = i + 1, 0
+    return shards
+
+
+def read_windows(shard: Shard, window_rows: int) -> Iterator[pa.Table]:
+    """Stream a shard as tables of at most `window_rows` rows, in file order."""
+    pf = open_parquet(shard.path)
+    schema = pf.schema_arrow
+    yielded = False
+    try:
+        for batch in pf.iter_batches(batch_size=window_rows, row_groups=range(shard.start, shard.stop)):
+            if batch.num_rows:
+                yielded = True
+                yield pa.Table.from_batches([batch])
+    except pa.ArrowException as exc:
+        raise InputError(
+            f"Reading row groups {shard.start}-{shard.stop - 1} of {shard.path!r} failed ({exc}). "
+            "The file is damaged; repair or remove it, or pass --skip-bad-files."
+        ) from None
+    if not yielded:  # row groups of zero rows: still one empty table, so the output has the schema
+        yield schema.empty_table()

@@ -1,0 +1,107 @@
+"""Build the labelled table and write it so that no partial file is ever visible.
+
+Each output file is written under a hidden temporary name (`.part-....tmp`,
+which Parquet readers and `*.parquet` globs skip) and renamed when complete;
+a rename within one folder is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .model import Prediction
+from .text import OK
+
+ADDED = ("emotion", "score", "n_tokens", "truncated", "status")
+METADATA_KEY = b"emodraw"
+
+
+def added_fields(prob_columns: list[str]) -> list[pa.Field]:
+    """The columns every output file gets after the passthrough columns (the output contract)."""
+    return [
+        pa.field("emotion", pa.string()),
+        pa.field("score", pa.float32()),
+        *(pa.field(c, pa.float32()) for c in prob_columns),
+        pa.field("n_tokens", pa.int32()),
+        pa.field("truncated", pa.bool_()),
+        pa.field("status", pa.string()),
+    ]
+
+
+def output_schema(input_schema: pa.Schema, prob_columns: list[str], metadata: dict[str, Any]) -> pa.Schema:
+    fields = [*input_schema.remove_metadata(), *added_fields(prob_columns)]
+    return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, default=str).encode()})
+
+
+def label_table(
+    table: pa.Table, status: np.ndarray, prediction: Prediction, labels: list[str], schema: pa.Schema
+) -> pa.Table:
+    """Input columns unchanged, plus the label columns. `prediction` covers only the `ok` rows."""
+    n = table.num_rows
+    ok = status == OK
+    probs = np.full((n, len(labels)), np.nan, dtype=np.float32)
+    probs[ok] = prediction.probs
+    n_tokens = np.zeros(n, dtype=np.int32)
+    n_tokens[ok] = prediction.n_tokens
+    truncated = np.zeros(n, dtype=bool)
+    truncated[ok] = prediction.truncated
+    top = probs[ok].argmax(axis=1) if ok.any() else np.zeros(0, dtype=np.int64)
+    emotion = np.full(n, None, dtype=object)
+    emotion[ok] = np.asarray(labels, dtype=object)[top]
+    score = np.full(n, np.nan, dtype=np.float32)
+    score[ok] = probs[ok][np.arange(len(top)), top]
+    null = ~ok
+    columns = [
+        pa.array(emotion, pa.string()),
+        pa.array(score, pa.float32(), mask=null),
+        *(pa.array(probs[:, j], pa.float32(), mask=null) for j in range(len(labels))),
+        pa.array(n_tokens, pa.int32()),
+        pa.array(truncated, pa.bool_()),
+        pa.array(status.astype(str), pa.string()),
+    ]
+    out = table
+    for f, col in zip(list(schema)[table.num_columns :], columns):
+        out = out.append_column(f, col)
+    return out.cast(schema) if out.schema != schema else out
+
+
+class AtomicParquetWriter:
+    """Stream tables into `folder/.name.tmp`, then rename to `folder/name` on success."""
+
+    def __init__(self, folder: Path, name: str, schema: pa.Schema) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.final = folder / name
+        self.temp = folder / f".{name}.{os.getpid()}.tmp"
+        self.schema = schema
+        self.rows = 0
+        self._writer = pq.ParquetWriter(self.temp, schema, compression="zstd")
+
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def __enter__(self) -> AtomicParquetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._writer.close()
+        if exc_type is not None:
+            self.temp.unlink(missing_ok=True)
+            return
+        with open(self.temp, "rb") as fh:
+            os.fsync(fh.fileno())  # the data is on disk before the name says it is complete
+        os.replace(self.temp, self.final)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(temp, path)

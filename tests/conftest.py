@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny offline ALBERT checkpoint and Parquet corpora made on the fly.
+
+Nothing here downloads anything: HF_HUB_OFFLINE=1, and Prefect gets its own home
+with analytics off and a generous server start-up timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="emodraw-prefect-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import pytest  # noqa: E402
+
+WORDS = (
+    "i feel happy sad angry afraid loved surprised today really so very not at all the this that my "
+    "friend work home night morning rain sun coffee train phone dog cat movie book song review product "
+    "great terrible lovely awful scary shocking calm tired proud lonely hopeful furious nervous amazed"
+).split()
+
+
+def make_texts(n: int, seed: int = 0, max_words: int = 40) -> list[str]:
+    """Deterministic texts with a wide length mix (1 to max_words words)."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, max_words))) for _ in range(n)]
+
+
+def write_corpus(path: Path, texts: list[str], row_group_size: int = 64, start_id: int = 0, **extra) -> Path:
+    table = pa.table(
+        {"id": pa.array(range(start_id, start_id + len(texts)), pa.int64()), "text": pa.array(texts, pa.string()), **extra}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=row_group_size)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A tiny random ALBERT emotion classifier saved with save_pretrained (safetensors)."""
+    from emodraw_batch.checkpoint import build_albert, train_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-albert")
+    tokenizer = train_tokenizer(make_texts(400, seed=1) + WORDS, vocab_size=300)
+    # Short position limit so that truncation is easy to exercise.
+    # A wide initialiser makes the random model's probabilities far from uniform, so that
+    # any change in batching would show in the outputs.
+    build_albert(folder, tokenizer, size="tiny", max_position_embeddings=64, seed=0, initializer_range=0.5)
+    return str(folder)
