@@ -21,16 +21,28 @@ SIZES: dict[str, dict[str, int]] = {
 }
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 8000):
-    """A lower-casing WordPiece tokenizer with ALBERT's special tokens, as a transformers fast tokenizer."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 8000, kind: str = "wordpiece"):
+    """A lower-casing tokenizer with ALBERT's special tokens, as a transformers fast tokenizer.
+
+    `wordpiece` is BERT-style. `bpe` merges pieces of words marked with "▁" (SentencePiece-style,
+    as in ALBERT's own tokenizer) and trains deterministically, which `train --from-scratch` needs
+    for reproducible runs: the WordPiece trainer numbers its "##" pieces in hash-map order, so
+    which tied merges it picks, and hence its vocabulary, varies from run to run.
+    """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="<unk>"))
+    if kind == "bpe":
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL), show_progress=False)
+    else:
+        tok = Tokenizer(models.WordPiece(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL), show_progress=False)
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL))
     tok.train_from_iterator(texts, trainer=trainer)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
@@ -47,21 +59,17 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 8000):
     )
 
 
-def build_albert(
-    out_dir: str | Path,
+def new_albert(
     tokenizer,
     labels: Sequence[str] = EMOTIONS,
     size: str = "tiny",
     max_position_embeddings: int = 512,
     seed: int = 0,
     initializer_range: float = 0.02,
-) -> Path:
-    """Save a randomly initialised ALBERT classifier plus its tokenizer as a HF folder (safetensors)."""
+):
+    """A randomly initialised ALBERT classifier (in eval mode) sized for the tokenizer and labels."""
     import torch
     from transformers import AlbertConfig, AlbertForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
     torch.manual_seed(seed)
     config = AlbertConfig(
@@ -77,7 +85,23 @@ def build_albert(
         initializer_range=initializer_range,
         **SIZES[size],
     )
-    model = AlbertForSequenceClassification(config).eval()
+    return AlbertForSequenceClassification(config).eval()
+
+
+def build_albert(
+    out_dir: str | Path,
+    tokenizer,
+    labels: Sequence[str] = EMOTIONS,
+    size: str = "tiny",
+    max_position_embeddings: int = 512,
+    seed: int = 0,
+    initializer_range: float = 0.02,
+) -> Path:
+    """Save a randomly initialised ALBERT classifier plus its tokenizer as a HF folder (safetensors)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model = new_albert(tokenizer, labels, size, max_position_embeddings, seed, initializer_range)
     out = Path(out_dir)
     model.save_pretrained(out)  # transformers 5 writes model.safetensors
     tokenizer.save_pretrained(out)

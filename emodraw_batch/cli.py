@@ -61,6 +61,8 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
         err.print(f"not classified (no text): {other}")
     if summary["truncated"]:
         err.print(f"truncated to the max length: {summary['truncated']:,} rows")
+    if summary.get("duplicate_ids"):
+        err.print(f"[yellow]warning:[/] {summary['duplicate_ids']:,} rows share their id with another row (kept, not dropped)")
     if summary.get("resumed"):
         err.print(f"resumed: {summary['resumed']} shard(s) were already complete from an earlier run")
     for skipped in summary.get("skipped_files", []):
@@ -119,7 +121,7 @@ def run(
     text_column: Optional[str] = typer.Option(None, help="Column holding the text (default: text)."),
     id_column: Optional[str] = typer.Option(None, help="Optional id column (checked for duplicates)."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (default: auto)."),
-    precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16 (default: auto = fp32 on CPU, bf16 on CUDA)."),
+    precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16 | int8 (default: auto = fp32 on CPU, bf16 on CUDA; int8 = dynamic int8 quantization, CPU only)."),
     max_length: Optional[int] = typer.Option(None, help="Max tokens per text; longer texts are truncated and flagged (default: 128)."),
     batch_tokens: Optional[int] = typer.Option(None, help="Token budget of one forward pass (rows x longest row) (default: by device)."),
     window_rows: Optional[int] = typer.Option(None, help="Rows sorted by length together; bounds memory (default: 50000)."),
@@ -131,8 +133,12 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier output in DIR and redo everything."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+    group_by: list[str] = typer.Option([], "--group-by", help="Column to break the statistics down by (repeatable)."),
+    time_column: Optional[str] = typer.Option(None, help="Timestamp/date column for statistics over time."),
+    every: Optional[str] = typer.Option(None, help="Time bucket as a polars duration: 1h, 1d, 1w, 1mo (default: 1d)."),
+    report: bool = typer.Option(False, "--report", help="Also draw the charts and HTML page under DIR/charts/."),
 ) -> None:
-    """Label every text in INPUTS and write labelled Parquet plus a manifest."""
+    """Label every text in INPUTS and write labelled Parquet, a manifest and statistics."""
     from .config import load_config
     from .runner import run as run_job
 
@@ -151,12 +157,208 @@ def run(
         allow_pickle=allow_pickle or None,
         cast_text=cast_text or None,
         skip_bad_files=skip_bad_files or None,
+        group_by=tuple(group_by) or None,
+        time_column=time_column,
+        every=every,
     )
     with RowProgress(progress and not as_json and sys.stderr.isatty()) as bar:
         summary = run_job(
             inputs, output, cfg, overwrite, on_plan=lambda p: bar.start(sum(s.rows for s in p.todo)), on_rows=bar.update
         )
     print_summary(summary.to_dict(), as_json)
+    if report:
+        from .report import build
+
+        err.print(f"report: {build(output)}")
+
+
+@app.command()
+@friendly
+def stats(
+    output: Path = typer.Argument(..., help="Output folder of a finished run (the --output DIR)."),
+    group_by: list[str] = typer.Option([], "--group-by", help="Column to break the statistics down by (repeatable; default: the run's)."),
+    time_column: Optional[str] = typer.Option(None, help="Timestamp/date column for statistics over time (default: the run's)."),
+    every: Optional[str] = typer.Option(None, help="Time bucket as a polars duration: 1h, 1d, 1w, 1mo (default: the run's, else 1d)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON on stdout."),
+) -> None:
+    """Recompute DIR/stats/ from DIR/labels and print it (options not given are the run's)."""
+    from rich.console import Console
+
+    from . import stats as st
+    from .report import console_tables
+
+    options = st.run_options(output)
+    if group_by or time_column:  # an explicit breakdown replaces the run's, it is not merged with it
+        options = {"group_by": tuple(group_by), "time_column": time_column, "every": options["every"]}
+    if every:
+        options["every"] = every
+    result = st.compute(output, **options)
+    summary = st.write(result, output)
+    if as_json:
+        tables = {c: f.to_dicts() for c, f in result.groups.items()}
+        over_time = result.over_time.to_dicts() if result.over_time is not None else None
+        sys.stdout.write(json.dumps({**summary, "groups": tables, "over_time": over_time}, default=str) + "\n")
+        return
+    out = Console()
+    for table in console_tables(result):
+        out.print(table)
+    err.print(f"written: {output / st.STATS_DIR}")
+
+
+@app.command()
+@friendly
+def report(output: Path = typer.Argument(..., help="Output folder of a finished run (the --output DIR).")) -> None:
+    """Draw charts (PNG) and an HTML page under DIR/charts/ from DIR/stats/ (computed if missing)."""
+    from .report import build
+
+    err.print(f"report: {build(output)}")
+
+
+class TrainProgress:
+    """Training progress on stderr: a bar over the batches of each epoch, then one line per epoch."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=err, disable=not enabled, transient=True,
+        )
+        self.task: Any = None
+
+    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task("train", total=batches, epoch=f"{epoch}/{epochs}", loss="-")
+
+    def batch_end(self, loss: float) -> None:
+        self.progress.update(self.task, advance=1, loss=f"{loss:.4f}")
+
+    def epoch_end(self, row: dict[str, float], best: bool) -> None:
+        self.progress.console.print(
+            f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+            f"val accuracy {row['val_accuracy']:.4f}  val macro F1 {row['val_macro_f1']:.4f}  "
+            f"({row['seconds']:.0f}s){'  [green]best, saved[/]' if best else ''}",
+            highlight=False, soft_wrap=True,
+        )
+
+    def __enter__(self) -> TrainProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+
+@app.command()
+@friendly
+def train(
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the checkpoints: DIR (best), DIR/last, metrics."),
+    train_file: Optional[Path] = typer.Option(None, "--train", help="Training data: Parquet, CSV or `text;label` lines."),
+    val_file: Optional[Path] = typer.Option(None, "--val", help="Validation data (same formats); picks the best epoch."),
+    base: Optional[str] = typer.Option(None, help="Checkpoint to fine-tune: hub id (albert-base-v2) or local folder."),
+    from_scratch: Optional[str] = typer.Option(None, "--from-scratch", help="tiny | small | base: a new ALBERT + a tokenizer trained on --train."),
+    text_column: Optional[str] = typer.Option(None, help="Text column in Parquet/CSV (default: text)."),
+    label_column: Optional[str] = typer.Option(None, help="Label column in Parquet/CSV (default: label)."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default: 20)."),
+    patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without a lower val loss (default: 3)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate of AdamW (default: 2e-5; ~5e-4 suits --from-scratch)."),
+    batch_size: Optional[int] = typer.Option(None, help="Texts per training batch (default: 64)."),
+    max_length: Optional[int] = typer.Option(None, help="Max tokens per text (default: 128)."),
+    seed: Optional[int] = typer.Option(None, help="Seed: the same seed and data give the same model (default: 42)."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (default: auto)."),
+    precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 (default: auto = bf16 autocast on CUDA, fp32 on CPU)."),
+    warmup_ratio: Optional[float] = typer.Option(None, help="Share of the steps with linear warm-up (default: 0.1)."),
+    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (default: 0.01)."),
+    vocab_size: Optional[int] = typer.Option(None, help="Tokenizer vocabulary for --from-scratch (default: 8000)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a --base with pickle (.bin) weights. Only if you trust it."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in DIR from DIR/last (its settings are reused)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier training run in DIR and start again."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bars."),
+) -> None:
+    """Fine-tune (--base) or train from scratch (--from-scratch) an emotion classifier on labelled data."""
+    from .train import make_config
+    from .train import train as train_model
+
+    cfg = make_config(
+        output, resume, train=str(train_file) if train_file else None, val=str(val_file) if val_file else None,
+        base=base, from_scratch=from_scratch, text_column=text_column, label_column=label_column, epochs=epochs,
+        patience=patience, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed, device=device,
+        precision=precision, warmup_ratio=warmup_ratio, weight_decay=weight_decay, vocab_size=vocab_size,
+        allow_pickle=allow_pickle or None,
+    )
+    with TrainProgress(progress and not as_json and sys.stderr.isatty()) as bar:
+        result = train_model(cfg, output, resume=resume, overwrite=overwrite, callbacks=bar)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), default=str) + "\n")
+        return
+    best = next((r for r in result.history if r["epoch"] == result.best_epoch), None)
+    stop = "stopped early (no lower val loss)" if result.stopped_early else f"{len(result.history)} epoch(s)"
+    err.print(f"{stop}; best epoch {result.best_epoch}" + (f": val loss {best['val_loss']:.4f}, val accuracy "
+              f"{best['val_accuracy']:.4f}, val macro F1 {best['val_macro_f1']:.4f}" if best else ""), highlight=False, soft_wrap=True)
+    err.print(f"best model: {output}  (use: emodraw-batch run ... --model {output})\nlast epoch: {output / 'last'}  "
+              f"metrics: {output / 'metrics.csv'}", highlight=False, soft_wrap=True)
+
+
+def print_report(result: dict[str, Any]) -> None:
+    """Per-class table and the headline scores on stderr."""
+    from rich.table import Table
+
+    table = Table(title=f"{result['n']:,} texts: accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
+                        f"weighted F1 {result['weighted_f1']:.4f}")
+    for column in ("label", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for label, s in result["per_class"].items():
+        table.add_row(label, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", f"{s['support']:,}")
+    err.print(table)
+    matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
+    matrix.add_column("")
+    for label in result["labels"]:
+        matrix.add_column(label, justify="right")
+    for label, row in zip(result["labels"], result["confusion_matrix"]):
+        matrix.add_row(label, *(f"{v:,}" for v in row))
+    err.print(matrix)
+    if result.get("rows_dropped"):
+        err.print(f"skipped (no text or no label): {result['rows_dropped']:,} rows")
+
+
+@app.command()
+@friendly
+def evaluate(
+    model: str = typer.Option(..., help="Hub id or local checkpoint folder (e.g. the --output of train)."),
+    data: Path = typer.Option(..., help="Labelled data: Parquet, CSV or `text;label` lines."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also save report.json, per_class.csv, confusion_matrix.csv/.png here."),
+    text_column: str = typer.Option("text", help="Text column in Parquet/CSV."),
+    label_column: str = typer.Option("label", help="Label column in Parquet/CSV."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (auto = fp32 on CPU, bf16 on CUDA)."),
+    max_length: int = typer.Option(128, help="Max tokens per text, as in `run`."),
+    batch_tokens: Optional[int] = typer.Option(None, help="Token budget of one forward pass (default: by device)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle-based (.bin) weights. Only for checkpoints you trust."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+) -> None:
+    """Score MODEL on labelled DATA: accuracy, macro/weighted F1, per-class scores, confusion matrix."""
+    from .config import load_config
+    from .evaluate import evaluate as evaluate_model
+
+    # The same validation as `run` for the shared settings (device, precision, max length, budget).
+    cfg = load_config(device=device, precision=precision, max_length=max_length, batch_tokens=batch_tokens)
+    with RowProgress(progress and not as_json and sys.stderr.isatty()) as bar:
+        result = evaluate_model(
+            model, data, output, text_column=text_column, label_column=label_column, device=cfg.device,
+            precision=cfg.precision, max_length=cfg.max_length, batch_tokens=cfg.batch_tokens,
+            allow_pickle=allow_pickle, on_start=bar.start, on_rows=bar.update,
+        )
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        return
+    print_report(result)
+    if output is not None:
+        err.print(f"saved: {output / 'report.json'}, per_class.csv, confusion_matrix.csv, confusion_matrix.png")
 
 
 def main() -> None:  # console-script entry point

@@ -19,7 +19,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 DEFAULT_MODEL = "bhadresh-savani/albert-base-v2-emotion"
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 
 
 class RunConfig(BaseModel):
@@ -48,6 +48,15 @@ class RunConfig(BaseModel):
     group_by: tuple[str, ...] = ()
     time_column: str | None = None
     every: str = "1d"
+    # Where shard tasks run (see flows/engines.py); none of these change the labels.
+    engine: Literal["local", "dask"] = "local"
+    # Dask worker processes (default: one per GPU, else cores // 4); the local engine has one.
+    workers: int | None = Field(None, ge=1)
+    # Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (needs engine = "dask").
+    address: str | None = None
+    # A shard task that fails is retried this often, after retry_delay seconds (user errors never are).
+    retries: int = Field(2, ge=0)
+    retry_delay: float = Field(10.0, ge=0)
 
     @field_validator("device")
     @classmethod

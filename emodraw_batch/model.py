@@ -6,6 +6,7 @@ input validation never pay for them.
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from .errors import ConfigError, ModelError
 
 CPU_BATCH_TOKENS = 8192
 MAX_GPU_BATCH_TOKENS = 262_144
+# Share of the free GPU memory that one forward pass may use for activations; the rest is
+# headroom for the allocator's fragmentation and the prefetched inputs.
+GPU_MEMORY_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,17 @@ class Prediction:
 def column_name(label: str) -> str:
     """`prob_<label>` with the label made safe as a column name ("Very Sad" -> prob_very_sad)."""
     return "prob_" + (re.sub(r"[^0-9a-zA-Z]+", "_", label).strip("_").lower() or "label")
+
+
+def pad_batch(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) of shape (rows, longest) from rows stored back to back in `flat`."""
+    width = int(lengths.max()) if len(lengths) else 0
+    position = np.arange(width)
+    mask = position[None, :] < lengths[:, None]
+    # Positions past a row's end read some valid index and are then overwritten with padding.
+    index = np.where(mask, starts[:, None] + position[None, :], 0)
+    input_ids = np.where(mask, flat[index] if len(flat) else 0, pad_id).astype(np.int64)
+    return input_ids, mask.astype(np.int64)
 
 
 def resolve_device(device: str) -> str:
@@ -58,21 +73,82 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """`auto` is exact fp32 on the CPU and bf16 autocast on CUDA."""
+    """`auto` is exact fp32 on the CPU and bf16 autocast on CUDA; int8 exists only on the CPU."""
     if precision == "auto":
         return "bf16" if device.startswith("cuda") else "fp32"
+    if precision == "int8" and device != "cpu":
+        raise ConfigError(
+            f"--precision int8 (dynamic int8 quantization) runs only on the CPU, but the device is {device}. "
+            "Use --precision bf16 on a GPU, or --device cpu with int8."
+        )
     return precision
 
 
-def default_batch_tokens(device: str) -> int:
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); without it bf16 autocast is slower than fp32."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux: no cheap way to know, so assume not
+            return False
+    flags = set(cpuinfo.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def activation_bytes_per_token(config: Any, max_length: int, precision: str) -> int:
+    """Peak activation memory of one token in one forward pass (a deliberate over-estimate).
+
+    Inference keeps one layer's activations alive at a time: a few hidden-size tensors, the
+    feed-forward intermediate, and one attention row of `max_length` scores per head, times
+    the element size (fp32 softmax/LayerNorm upcasts are covered by the factor of 2).
+    """
+    hidden = int(getattr(config, "hidden_size", 768))
+    intermediate = int(getattr(config, "intermediate_size", 4 * hidden))
+    heads = int(getattr(config, "num_attention_heads", 12))
+    elements = 6 * hidden + 2 * intermediate + 2 * heads * max_length
+    element_bytes = 2 if precision in ("bf16", "fp16") else 4
+    return 2 * element_bytes * elements
+
+
+def gpu_batch_tokens(
+    free_bytes: int,
+    bytes_per_token: int,
+    fraction: float = GPU_MEMORY_FRACTION,
+    cap: int = MAX_GPU_BATCH_TOKENS,
+    floor: int = CPU_BATCH_TOKENS,
+) -> int:
+    """The token budget that fits `fraction` of the free GPU memory, within [floor, cap].
+
+    The cap exists because bigger batches stop paying off once the GPU is saturated, while
+    they still delay the first result and grow the pinned host buffers.
+    """
+    fits = int(free_bytes * fraction) // max(int(bytes_per_token), 1)
+    return int(min(cap, max(floor, fits)))
+
+
+def default_batch_tokens(
+    device: str, config: Any = None, max_length: int = 128, precision: str = "bf16"
+) -> int:
     """A token budget that fits the device: fixed on CPU, sized to free memory on CUDA."""
     if not device.startswith("cuda"):
         return CPU_BATCH_TOKENS
     import torch
 
     free, _total = torch.cuda.mem_get_info(torch.device(device))
-    # ~64 KiB of activations per token for ALBERT-base in bf16 leaves ample headroom.
-    return int(min(MAX_GPU_BATCH_TOKENS, max(CPU_BATCH_TOKENS, free // 65_536)))
+    return gpu_batch_tokens(free, activation_bytes_per_token(config, max_length, precision))
+
+
+def quantize_int8(model: Any) -> Any:
+    """Dynamic int8 quantization of every Linear layer (weights int8, activations quantized per batch).
+
+    ALBERT shares one layer across all 12 depths; quantize_dynamic swaps that shared module
+    once, so the sharing survives.
+    """
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao points to torchao; the eager API still works
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _check_local_weights(folder: Path, allow_pickle: bool) -> None:
@@ -191,6 +267,8 @@ class EmotionClassifier:
         self.precision = resolve_precision(precision, self.device)
         self.tokenizer, self.model = load_checkpoint(model, revision, allow_pickle)
         self.model.to(self.device).eval()
+        if self.precision == "int8":
+            self.model = quantize_int8(self.model)
         config = self.model.config
         self.labels = [str(config.id2label[i]) for i in range(config.num_labels)]
         self.columns = [column_name(label) for label in self.labels]
@@ -199,24 +277,48 @@ class EmotionClassifier:
         limit = int(getattr(config, "max_position_embeddings", max_length) or max_length)
         # Never feed more positions than the model has embeddings for.
         self.max_length = min(max_length, limit)
-        self.batch_tokens = batch_tokens or default_batch_tokens(self.device)
+        self.batch_tokens = batch_tokens or default_batch_tokens(self.device, config, self.max_length, self.precision)
         self.revision = revision or getattr(config, "_commit_hash", None)
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        self._cuda = self.device.startswith("cuda")
+        self._rust = self._rust_tokenizer()
         torch.set_grad_enabled(False)
 
+    def _rust_tokenizer(self) -> Any:
+        """A private copy of the Rust tokenizer, set to truncate exactly as `tokenizer(..., truncation=True)`.
+
+        Calling it directly skips the per-row Python that the transformers wrapper spends
+        turning every encoding into dicts of lists (about a third of tokenization time); a
+        copy, because the wrapper resets the shared one's truncation state on every call.
+        """
+        from tokenizers import Tokenizer
+
+        rust = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+        rust.no_padding()
+        rust.enable_truncation(self.max_length, direction=getattr(self.tokenizer, "truncation_side", "right"))
+        return rust
+
     def encode(self, texts: list[str]) -> tuple[list[list[int]], np.ndarray]:
-        """Token ids (truncated to max_length) and a truncated flag, in one bulk Rust call."""
+        """Token ids (truncated to max_length) and a truncated flag, in one bulk Rust call.
+
+        Safe to call from a prefetching thread while `forward` runs: the Rust call releases the GIL.
+        """
         if not texts:
             return [], np.zeros(0, dtype=bool)
-        enc = self.tokenizer(
-            texts, truncation=True, max_length=self.max_length, return_attention_mask=False, return_token_type_ids=False
-        )
-        truncated = np.fromiter((len(e.overflowing) > 0 for e in enc.encodings), dtype=bool, count=len(texts))
-        return enc["input_ids"], truncated
+        encode_batch = getattr(self._rust, "encode_batch_fast", self._rust.encode_batch)  # _fast: no offsets
+        encodings = encode_batch(texts)
+        ids = [e.ids for e in encodings]
+        truncated = np.fromiter((len(e.overflowing) > 0 for e in encodings), dtype=bool, count=len(texts))
+        return ids, truncated
 
     def forward(self, ids: list[list[int]]) -> np.ndarray:
-        """Probabilities for pre-tokenized rows, in the order given."""
+        """Probabilities for pre-tokenized rows, in the order given.
+
+        Batches are padded with array operations only (no loop over rows). On CUDA the
+        per-batch results stay on the device and come back in one copy per call, so the host
+        queues batch k+1 while the GPU still runs batch k.
+        """
         import torch
 
         n = len(ids)
@@ -224,30 +326,38 @@ class EmotionClassifier:
         if n == 0:
             return probs
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=n)
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+        starts = np.cumsum(lengths) - lengths
+        order, outputs = [], []
         for batch in pack(lengths, self.batch_tokens):
-            longest = int(lengths[batch[0]])
-            input_ids = np.full((len(batch), longest), self._pad_id, dtype=np.int64)
-            mask = np.zeros((len(batch), longest), dtype=np.int64)
-            for row, i in enumerate(batch):
-                input_ids[row, : lengths[i]] = ids[i]
-                mask[row, : lengths[i]] = 1
-            probs[batch] = self._run(torch.from_numpy(input_ids), torch.from_numpy(mask))
+            input_ids, mask = pad_batch(flat, starts[batch], lengths[batch], self._pad_id)
+            order.append(batch)
+            outputs.append(self._run(input_ids, mask))
+        probs[np.concatenate(order)] = torch.cat(outputs).cpu().numpy()
         return probs
 
-    def _run(self, input_ids, mask) -> np.ndarray:
+    def _to_device(self, array: np.ndarray) -> Any:
+        """Host array -> model device. On CUDA through pinned memory, so the copy is asynchronous."""
+        import torch
+
+        tensor = torch.from_numpy(array)
+        if not self._cuda:
+            return tensor
+        return tensor.pin_memory().to(self.device, non_blocking=True)
+
+    def _run(self, input_ids: np.ndarray, mask: np.ndarray) -> Any:
+        """One batch -> fp32 probabilities as a tensor on the model's device (no host sync here)."""
         import torch
 
         with torch.inference_mode():
-            input_ids = input_ids.to(self.device, non_blocking=True)
-            mask = mask.to(self.device, non_blocking=True)
-            device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+            input_ids, mask = self._to_device(input_ids), self._to_device(mask)
             if self._autocast is None:
                 logits = self.model(input_ids=input_ids, attention_mask=mask).logits
             else:
-                with torch.autocast(device_type, dtype=self._autocast):
+                with torch.autocast("cuda" if self._cuda else "cpu", dtype=self._autocast):
                     logits = self.model(input_ids=input_ids, attention_mask=mask).logits
-            # Softmax in fp32 whatever the compute precision; results leave the device each batch.
-            return logits.float().softmax(-1).cpu().numpy()
+            # Softmax in fp32 whatever the compute precision.
+            return logits.float().softmax(-1)
 
     def __call__(self, texts: list[str]) -> Prediction:
         ids, truncated = self.encode(texts)

@@ -44,6 +44,8 @@ class Shard:
     start: int
     stop: int
     rows: int
+    # The corpus-wide schema every window is aligned to, so all output files agree.
+    schema: pa.Schema | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -55,6 +57,7 @@ class Inputs:
     """The resolved corpus: readable files in a fixed order, and files skipped as unreadable."""
 
     files: list[InputFile]
+    schema: pa.Schema
     skipped: list[dict[str, str]] = field(default_factory=list)
 
     @property
@@ -133,11 +136,16 @@ def open_parquet(path: str) -> pq.ParquetFile:
     return pq.ParquetFile(fs.open_input_file(inner))
 
 
-def _check_text_column(path: str, schema: pa.Schema, text_column: str, cast_text: bool) -> None:
+def _check_columns(path: str, schema: pa.Schema, text_column: str, id_column: str | None, cast_text: bool) -> None:
     if text_column not in schema.names:
         raise InputError(
             f"File {path!r} has no text column {text_column!r}; its columns are {schema.names}. "
             "Pass the right one with --text-column NAME."
+        )
+    if id_column is not None and id_column not in schema.names:
+        raise InputError(
+            f"File {path!r} has no id column {id_column!r}; its columns are {schema.names}. "
+            "Pass the right one with --id-column NAME, or leave it out."
         )
     kind = schema.field(text_column).type
     is_text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
@@ -148,8 +156,46 @@ def _check_text_column(path: str, schema: pa.Schema, text_column: str, cast_text
         )
 
 
+def unify(files: Sequence[InputFile]) -> pa.Schema:
+    """One schema for the whole corpus: missing columns become nullable, int32/int64 and
+    string/large_string widen. Types that cannot be merged are an error naming file and column."""
+    try:
+        return pa.unify_schemas([f.schema for f in files], promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        pass
+    first: dict[str, tuple[str, pa.DataType]] = {}
+    for f in files:
+        for column in f.schema:
+            seen = first.setdefault(column.name, (f.path, column.type))
+            try:
+                pa.unify_schemas([pa.schema([(column.name, seen[1])]), pa.schema([column])], promote_options="permissive")
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                raise InputError(
+                    f"Column {column.name!r} is {column.type} in file {f.path!r} but {seen[1]} in file {seen[0]!r}; "
+                    "the output files must share one schema. Cast the column to one type in the inputs, "
+                    "or label these files in separate runs."
+                ) from None
+    raise InputError("The input files' schemas cannot be merged; label them in separate runs.")
+
+
+def align(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Columns in the corpus schema's order and types; columns a file lacks are all null."""
+    if table.schema.remove_metadata().equals(schema):
+        return table
+    columns = [
+        table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def scan(
-    specs: Sequence[str], text_column: str, *, cast_text: bool = False, skip_bad_files: bool = False
+    specs: Sequence[str],
+    text_column: str,
+    *,
+    id_column: str | None = None,
+    cast_text: bool = False,
+    skip_bad_files: bool = False,
 ) -> Inputs:
     """Resolve and validate every input file (footers only: cheap, no data read)."""
     files: list[InputFile] = []
@@ -167,11 +213,12 @@ def scan(
                 f"File {path!r} is not a readable Parquet file ({str(exc).splitlines()[0]}). "
                 "Remove or repair it, or pass --skip-bad-files to skip unreadable files and list them in the manifest."
             ) from None
-        _check_text_column(path, schema, text_column, cast_text)
+        schema = schema.remove_metadata()
+        _check_columns(path, schema, text_column, id_column, cast_text)
         files.append(InputFile(path, schema, row_groups))
     if not files:
         raise InputError(f"None of the inputs {list(specs)} could be read; see the skipped files: {skipped}.")
-    return Inputs(files, skipped)
+    return Inputs(files, unify(files), skipped)
 
 
 def plan_shards(inputs: Inputs, shard_rows: int) -> list[Shard]:
@@ -180,27 +227,27 @@ def plan_shards(inputs: Inputs, shard_rows: int) -> list[Shard]:
     for index, f in enumerate(inputs.files):
         if not f.row_groups:
             # A zero-row file still gets a (zero-row) output with the full schema.
-            shards.append(Shard(index, f.path, 0, 0, 0))
+            shards.append(Shard(index, f.path, 0, 0, 0, inputs.schema))
             continue
         start, rows = 0, 0
         for i, n in enumerate(f.row_groups):
             rows += n
             if rows >= shard_rows or i == len(f.row_groups) - 1:
-                shards.append(Shard(index, f.path, start, i + 1, rows))
+                shards.append(Shard(index, f.path, start, i + 1, rows, inputs.schema))
                 start, rows = i + 1, 0
     return shards
 
 
 def read_windows(shard: Shard, window_rows: int) -> Iterator[pa.Table]:
-    """Stream a shard as tables of at most `window_rows` rows, in file order."""
+    """Stream a shard as tables of at most `window_rows` rows, in file order, in the corpus schema."""
     pf = open_parquet(shard.path)
-    schema = pf.schema_arrow
+    schema = shard.schema or pf.schema_arrow
     yielded = False
     try:
         for batch in pf.iter_batches(batch_size=window_rows, row_groups=range(shard.start, shard.stop)):
             if batch.num_rows:
                 yielded = True
-                yield pa.Table.from_batches([batch])
+                yield align(pa.Table.from_batches([batch]), schema)
     except pa.ArrowException as exc:
         raise InputError(
             f"Reading row groups {shard.start}-{shard.stop - 1} of {shard.path!r} failed ({exc}). "

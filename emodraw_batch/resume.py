@@ -46,8 +46,8 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def clear(out_dir: Path) -> None:
     """Remove everything a run writes (for --overwrite), and nothing else."""
-    shutil.rmtree(out_dir / "labels", ignore_errors=True)
-    shutil.rmtree(out_dir / "stats", ignore_errors=True)
+    for folder in ("labels", "stats", "charts"):
+        shutil.rmtree(out_dir / folder, ignore_errors=True)
     for name in (RUN_FILE, "manifest.json"):
         (out_dir / name).unlink(missing_ok=True)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,15 +19,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import __version__, resume
+from . import __version__, resume, stats
 from .config import RunConfig
 from .errors import InputError, OutputError
-from .model import EmotionClassifier, cached_classifier
+from .model import EmotionClassifier, Prediction, cached_classifier
+from .prefetch import SerialWorker, prefetch
 from .reader import Inputs, Shard, plan_shards, read_windows, scan
 from .text import OK, prepare
 from .writer import ADDED, AtomicParquetWriter, label_table, output_schema, write_json
 
 OnRows = Callable[[int], None]
+# Windows read and tokenized ahead of the model (and written behind it); 0 runs all stages inline.
+OVERLAP_WINDOWS = 1
 
 
 
@@ -79,6 +82,7 @@ class Summary:
     files: int
     outputs: int
     resumed: int = 0  # shards a previous run of the same job had finished
+    duplicate_ids: int | None = None  # rows whose --id-column value occurs more than once (never dropped)
     skipped_files: list[dict[str, str]] = field(default_factory=list)
     output_dir: str = ""
 
@@ -116,7 +120,13 @@ def _check_output_dir(out_dir: Path, inputs: Inputs) -> None:
 
 def plan(specs: Sequence[str], out_dir: str | Path, config: RunConfig, overwrite: bool = False) -> Plan:
     """Validate every input (before any model loads), cut the corpus into shards, find finished ones."""
-    inputs = scan(specs, config.text_column, cast_text=config.cast_text, skip_bad_files=config.skip_bad_files)
+    inputs = scan(
+        specs,
+        config.text_column,
+        id_column=config.id_column,
+        cast_text=config.cast_text,
+        skip_bad_files=config.skip_bad_files,
+    )
     out = Path(out_dir)
     _check_output_dir(out, inputs)
     clash = [c for f in inputs.files for c in f.schema.names if c in ADDED or c.startswith("prob_")]
@@ -125,6 +135,7 @@ def plan(specs: Sequence[str], out_dir: str | Path, config: RunConfig, overwrite
             f"Input columns {sorted(set(clash))} clash with the output columns emodraw-batch adds "
             f"({', '.join(ADDED)}, prob_<label>). Rename them in the input, or drop them before labelling."
         )
+    stats.check_options(inputs.schema, config.group_by, config.time_column, config.every)
     shards = plan_shards(inputs, config.shard_rows)
     finished = resume.start(out, resume.job_record(inputs, config.fingerprint(), shards), shards, overwrite)
     return Plan(inputs, shards, out, config, {s.name: _result_from_file(s, out) for s in finished})
@@ -153,37 +164,53 @@ def label_shard(
     on_rows: OnRows | None = None,
     classifier: EmotionClassifier | None = None,
 ) -> ShardResult:
-    """Label one shard into `out_dir/labels/<shard.name>`, streaming window by window."""
-    started = time.perf_counter()
+    """Label one shard into `out_dir/labels/<shard.name>`, streaming window by window.
+
+    Three stages overlap (see prefetch.py): a thread reads, cleans and tokenizes window
+    k+1 while this thread runs the model on window k and another writes window k-1.
+    Order and results are the same as running them one after the other.
+    """
     clf = classifier or classifier_for(config)
-    emotions: Counter[str] = Counter()
+    started = time.perf_counter()  # labelling time: the (cached) model load is start-up, not this shard
+    emotions = np.zeros(len(clf.labels), dtype=np.int64)
     statuses: Counter[str] = Counter()
     truncated = 0
     metadata = {"emodraw_batch": __version__, **clf.describe(), "config": config.model_dump(mode="json")}
     windows = read_windows(shard, config.window_rows)
     first = next(windows)  # always one table, empty for a zero-row shard: its schema shapes the output
     schema = output_schema(first.schema, clf.columns, metadata)
-    with AtomicParquetWriter(Path(out_dir) / "labels", shard.name, schema) as writer:
+
+    def encoded() -> Iterator[tuple[pa.Table, np.ndarray, list[list[int]], np.ndarray]]:
         for table in itertools.chain([first], windows):
             column = table[config.text_column]
             if config.cast_text and not pa.types.is_string(column.type):
                 column = column.cast(pa.string())
             texts, status = prepare(column)
-            ok = np.flatnonzero(status == OK)
-            prediction = clf([texts[i] for i in ok])
-            writer.write(label_table(table, status, prediction, clf.labels, schema))
-            top = prediction.probs.argmax(axis=1)
-            emotions.update(np.asarray(clf.labels, dtype=object)[top].tolist())
-            statuses.update(status.tolist())
-            truncated += int(prediction.truncated.sum())
-            if on_rows:
-                on_rows(table.num_rows)
+            ids, cut = clf.encode([texts[i] for i in np.flatnonzero(status == OK)])
+            yield table, status, ids, cut
+
+    def write(table: pa.Table, status: np.ndarray, prediction: Prediction) -> None:
+        writer.write(label_table(table, status, prediction, clf.labels, schema))
+
+    with AtomicParquetWriter(Path(out_dir) / "labels", shard.name, schema) as writer:
+        with SerialWorker(enabled=OVERLAP_WINDOWS > 0) as behind:
+            for table, status, ids, cut in prefetch(encoded(), OVERLAP_WINDOWS):
+                n_tokens = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
+                prediction = Prediction(clf.forward(ids), n_tokens, cut)
+                behind.submit(write, table, status, prediction)
+                emotions += np.bincount(prediction.probs.argmax(axis=1), minlength=len(clf.labels))
+                kinds, counts = np.unique(status.astype(str), return_counts=True)
+                statuses.update(dict(zip(kinds.tolist(), counts.tolist())))
+                truncated += int(cut.sum())
+                if on_rows:
+                    on_rows(table.num_rows)
+    emotions_found = {label: int(c) for label, c in zip(clf.labels, emotions) if c}
     return ShardResult(
         output=f"labels/{shard.name}",
         input=shard.path,
         row_groups=(shard.start, shard.stop),
         rows=writer.rows,
-        emotions=dict(emotions),
+        emotions=emotions_found,
         status=dict(statuses),
         truncated=truncated,
         seconds=time.perf_counter() - started,
@@ -214,6 +241,16 @@ def summarize(plan: Plan, results: list[ShardResult], seconds: float) -> Summary
     )
 
 
+def count_duplicates(labels: Path, id_column: str) -> int:
+    """Rows whose id is not unique, computed lazily by polars over the written labels."""
+    import polars as pl
+
+    if not any(labels.glob("*.parquet")):
+        return 0
+    frame = pl.scan_parquet(labels / "*.parquet").select(pl.col(id_column).is_duplicated().sum()).collect()
+    return int(frame.item())
+
+
 def finish(plan: Plan, results: list[ShardResult], seconds: float, model: dict[str, Any]) -> Summary:
     """Merge with resumed shards, check rows in = rows out, write the manifest, return the summary."""
     results = sorted([*plan.done.values(), *results], key=lambda r: r.output)
@@ -225,6 +262,8 @@ def finish(plan: Plan, results: list[ShardResult], seconds: float, model: dict[s
             "is incomplete; rerun the same command."
         )
     summary = summarize(plan, results, seconds)
+    if plan.config.id_column:
+        summary.duplicate_ids = count_duplicates(plan.out_dir / "labels", plan.config.id_column)
     manifest = {
         "emodraw_batch": __version__,
         "inputs": [{"path": f.path, "rows": f.num_rows, "row_groups": len(f.row_groups)} for f in plan.inputs.files],
@@ -234,9 +273,11 @@ def finish(plan: Plan, results: list[ShardResult], seconds: float, model: dict[s
         "model": model,
         "outputs": [asdict(r) for r in results],
         "summary": summary.to_dict(),
+        "stats": f"{stats.STATS_DIR}/summary.json",
     }
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(plan.out_dir / "manifest.json", manifest)
+    stats.write_stats(plan.out_dir, plan.config)
     return summary
 
 

@@ -15,6 +15,9 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="emodraw-prefect-")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# One BLAS/OpenMP thread per process: tests start several processes (Dask workers, CLI runs)
+# on a 2-core machine, and oversubscribed OpenMP threads spin and crawl.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"

@@ -1,0 +1,72 @@
+"""The baseline: the `transformers.pipeline` loop a user would write to label a Parquet file.
+
+    python bench/baseline.py CORPUS.parquet OUT.parquet --model DIR [--device cpu] [--threads N]
+
+Reads the text column, runs `pipeline("text-classification", top_k=None)` with
+batch_size=32 and truncation=True, writes the labelled Parquet (emotion, score and one
+prob_<label> column per label), and prints its timings as one JSON line on stdout.
+`bench/bench.py` runs it in its own process, so its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+STARTED = time.perf_counter()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("corpus")
+    parser.add_argument("output")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    classify = pipeline("text-classification", model=args.model, top_k=None, device=args.device)
+    loaded = time.perf_counter()
+
+    table = pq.read_table(args.corpus)
+    texts = table["text"].to_pylist()
+    labels = [classify.model.config.id2label[i] for i in range(classify.model.config.num_labels)]
+    results = [
+        {s["label"]: s["score"] for s in scores}
+        for scores in classify(texts, batch_size=args.batch_size, truncation=True)
+    ]
+    columns = {
+        "emotion": pa.array([max(r, key=r.get) for r in results], pa.string()),
+        "score": pa.array([max(r.values()) for r in results], pa.float32()),
+        **{f"prob_{label}": pa.array([r[label] for r in results], pa.float32()) for label in labels},
+    }
+    for name, column in columns.items():
+        table = table.append_column(name, column)
+    pq.write_table(table, args.output, compression="zstd")
+    done = time.perf_counter()
+    print(
+        json.dumps(
+            {
+                "rows": table.num_rows,
+                "startup_s": loaded - STARTED,  # imports + pipeline() (model load)
+                "label_s": done - loaded,  # read + classify + write
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Overlap Parquet reading, tokenization and writing with the forward passes.
+
+Two small tools, both order-preserving and both re-raising a worker's error in the
+caller, so a fast path never changes what is written, only when:
+
+- `prefetch(items, depth)` runs an iterator in a background thread, `depth` items ahead
+  (read + clean + tokenize the next window while the model runs on this one);
+- `SerialWorker` runs jobs one at a time in a background thread (write window k while
+  the model runs on window k+1).
+
+Threads, not processes: the Rust tokenizer, Parquet (de)compression and torch kernels
+all release the GIL, and a thread shares the loaded model and tokenizer for free.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_DONE = object()
+# How often a blocked producer checks whether the consumer has gone away.
+_POLL_S = 0.1
+
+
+class _Failure:
+    """Carries the producer's exception across the queue, to be re-raised in the consumer."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
+    """Yield `items` in order, produced by a background thread up to `depth` items ahead.
+
+    `depth=0` iterates in the caller's thread (no overlap). An exception in the producer
+    is raised here, at the item where it happened. Closing the returned generator (or
+    leaving a `for` loop early) stops the producer, so no thread outlives its consumer.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        # A bounded put that gives up once the consumer has stopped listening.
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        source = iter(items)
+        try:
+            for item in source:
+                if not put(item):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - every error must reach the consumer
+            put(_Failure(exc))
+            return
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:  # a generator source releases its open files now, not at GC
+                close()
+        put(_DONE)
+
+    worker = threading.Thread(target=produce, name="emodraw-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+class SerialWorker:
+    """Run jobs in submission order on one background thread, at most one job in flight.
+
+    `submit` first waits for the previous job (re-raising its error), so memory holds at
+    most one pending job and a failure surfaces at the next submit or at `close`.
+    With `enabled=False` jobs run at once in the caller's thread.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emodraw-writer") if enabled else None
+        self._pending: Future[Any] | None = None
+
+    def submit(self, job: Callable[..., Any], *args: Any) -> None:
+        self.wait()
+        if self._pool is None:
+            job(*args)
+        else:
+            self._pending = self._pool.submit(job, *args)
+
+    def wait(self) -> None:
+        """Block until the job in flight (if any) is done; raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> SerialWorker:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # Already failing: let the job in flight finish (it may touch the writer being closed),
+        # but keep the original error rather than a second one from that job.
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass

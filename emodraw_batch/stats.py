@@ -1,0 +1,322 @@
+"""Aggregate emotion statistics over a finished output, computed lazily by polars.
+
+`DIR/stats/` holds tidy (long) Parquet tables and a `summary.json`:
+
+    overall.parquet      emotion, count, share, mean_score, median_score   (every label, zeros included)
+    by_<column>.parquet  <column>, emotion, count, share, mean_score, median_score   (one per --group-by)
+    over_time.parquet    bucket, emotion, count, share   (every bucket from first to last, empty ones included)
+    status.parquet       status, rows   (`ok`, and why the other rows were not classified)
+
+Shares are over classified rows only (`status == "ok"`); rows with no text are
+counted in `status.parquet` and `summary.json`, never in a share. Everything is
+read with `pl.scan_parquet` over `DIR/labels`, only the columns a table needs:
+nothing loads the whole output. Exact medians are the one part whose memory
+grows with the rows (polars keeps each (group, emotion)'s scores to find it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import ConfigError, InputError, OutputError
+from .writer import write_json
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from .config import RunConfig
+
+STATS_DIR = "stats"
+LABELS_GLOB = "labels/*.parquet"
+OK = "ok"
+# polars duration strings for datetimes (`1h`, `1d`, `1w`, `1mo`, `1d12h`, ...); the integer-index
+# unit `i` is left out on purpose because it means nothing for a time column.
+_DURATION = re.compile(r"(?:\d+(?:ns|us|ms|s|m|h|d|w|mo|q|y))+")
+# Names the by_<column> tables use for their own columns (and the labels' own columns).
+_RESERVED = ("emotion", "count", "share", "mean_score", "median_score", "score", "n_tokens", "truncated", "status")
+
+
+def check_every(every: str) -> str:
+    """A positive polars duration string, or a ConfigError that says what is accepted."""
+    ok = _DURATION.fullmatch(every or "") and any(int(n) for n in re.findall(r"\d+", every))
+    if not ok:
+        raise ConfigError(
+            f"--every must be a positive polars duration such as 1h, 1d, 1w or 1mo (units ns, us, ms, s, m, h, d, "
+            f"w, mo, q, y; combinations like 1d12h work); got {every!r}. Pass for example --every 1d."
+        )
+    return every
+
+
+def check_options(
+    schema: pa.Schema,
+    group_by: Sequence[str] = (),
+    time_column: str | None = None,
+    every: str = "1d",
+    where: str = "the input",
+) -> None:
+    """Group and time columns must exist in `schema` with usable types; `every` must be a duration.
+
+    The runner calls this on the input schema before the model loads, so a typo
+    fails in a second rather than after hours of labelling.
+    """
+    names = schema.names
+    for column in group_by:
+        if column in _RESERVED or column.startswith("prob_"):
+            raise InputError(
+                f"--group-by column {column!r} clashes with a column of the statistics or of the labels "
+                f"({', '.join(_RESERVED)}, prob_<label>). Group by an input column; rename it if it has one of these names."
+            )
+        if column not in names:
+            raise InputError(
+                f"--group-by column {column!r} is not in {where}; its columns are {names}. "
+                "Pass one of them, or leave --group-by out."
+            )
+        if pa.types.is_nested(schema.field(column).type):
+            raise InputError(
+                f"--group-by column {column!r} has type {schema.field(column).type}; groups need plain values "
+                "(string, number, bool, date). Pass another column."
+            )
+    if time_column is not None:
+        if time_column not in names:
+            raise InputError(
+                f"--time-column {time_column!r} is not in {where}; its columns are {names}. "
+                "Pass one of them, or leave --time-column out."
+            )
+        kind = schema.field(time_column).type
+        if not (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
+            raise InputError(
+                f"--time-column {time_column!r} has type {kind}, but time buckets need a timestamp or date column. "
+                "Store it as a timestamp in the input (e.g. polars `pl.col(c).str.to_datetime()`), or pass "
+                "another column."
+            )
+        check_every(every)
+
+
+@dataclass
+class Stats:
+    """The statistics of one output: small polars DataFrames plus the numbers for summary.json."""
+
+    labels: list[str]
+    rows: int
+    status: pl.DataFrame
+    overall: pl.DataFrame
+    groups: dict[str, pl.DataFrame] = field(default_factory=dict)
+    over_time: pl.DataFrame | None = None
+    time_column: str | None = None
+    every: str | None = None
+    rows_without_time: int = 0
+
+    @property
+    def classified(self) -> int:
+        return int(self.status.filter(status=OK)["rows"].sum())
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON view: totals, the overall table, and where each table is."""
+        unclassified = {s: int(n) for s, n in self.status.iter_rows() if s != OK}
+        out: dict[str, Any] = {
+            "rows": self.rows,
+            "classified": self.classified,
+            "unclassified": unclassified,
+            "labels": self.labels,
+            "overall": self.overall.to_dicts(),
+            "tables": {"overall": "overall.parquet", "status": "status.parquet"},
+            "group_by": {},
+            "time": None,
+        }
+        for column, frame in self.groups.items():
+            out["group_by"][column] = {"table": table_name(column), "groups": frame[column].n_unique()}
+        if self.over_time is not None:
+            import polars as pl
+
+            per_bucket = self.over_time.group_by("bucket").agg(pl.col("count").sum())
+            out["time"] = {
+                "column": self.time_column,
+                "every": self.every,
+                "table": "over_time.parquet",
+                "first": _iso(per_bucket["bucket"].min()),
+                "last": _iso(per_bucket["bucket"].max()),
+                "buckets": per_bucket.height,
+                "empty_buckets": int((per_bucket["count"] == 0).sum()),
+                "rows_without_time": self.rows_without_time,
+            }
+        return out
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def table_name(column: str) -> str:
+    """`by_<column>.parquet`, with characters that are unsafe in file names replaced by `_`."""
+    return "by_" + re.sub(r"[^\w.-]", "_", column) + ".parquet"
+
+
+def scan_labels(out_dir: str | Path) -> pl.LazyFrame:
+    """All labelled rows of an output as one LazyFrame (no data read yet)."""
+    import polars as pl
+
+    labels = Path(out_dir) / "labels"
+    if not any(labels.glob("*.parquet")):
+        raise OutputError(
+            f"{str(out_dir)!r} holds no labelled output ({str(labels)!r} has no .parquet files). "
+            "Pass the folder given to `emodraw-batch run --output`, after the run has finished."
+        )
+    return pl.scan_parquet(labels / "*.parquet")
+
+
+def labels_schema(out_dir: str | Path) -> pa.Schema:
+    """The output schema (every file of an output shares it; see writer.output_schema)."""
+    first = min((Path(out_dir) / "labels").glob("*.parquet"))
+    return pq.read_schema(first).remove_metadata()
+
+
+def compute(
+    out_dir: str | Path, group_by: Sequence[str] = (), time_column: str | None = None, every: str = "1d"
+) -> Stats:
+    """Compute every statistic of `out_dir` in one lazy polars query plan."""
+    import polars as pl
+
+    frame = scan_labels(out_dir)
+    schema = labels_schema(out_dir)
+    check_options(schema, group_by, time_column, every, where=f"the labels in {str(out_dir)!r}")
+    labels = [name.removeprefix("prob_") for name in schema.names if name.startswith("prob_")]
+    order = pl.Enum(labels)
+    ok = frame.filter(pl.col("status") == OK).with_columns(pl.col("score").cast(pl.Float64))
+    scores = [
+        pl.len().cast(pl.Int64).alias("count"),
+        pl.col("score").mean().alias("mean_score"),
+        pl.col("score").median().alias("median_score"),
+    ]
+
+    queries = {
+        "status": frame.group_by("status").agg(pl.len().cast(pl.Int64).alias("rows")).sort("status"),
+        "overall": ok.group_by("emotion").agg(scores),
+    }
+    for column in group_by:
+        queries[f"by:{column}"] = (
+            ok.group_by(column, "emotion")
+            .agg(scores)
+            .with_columns((pl.col("count") / pl.col("count").sum().over(column)).alias("share"))
+            .sort(column, pl.col("emotion").cast(order), nulls_last=True)
+            .select(column, "emotion", "count", "share", "mean_score", "median_score")
+        )
+    if time_column is not None:
+        # Date columns become datetimes so that sub-day buckets (1h) work the same for both.
+        when = pl.col(time_column)
+        if pa.types.is_date(schema.field(time_column).type):
+            when = when.cast(pl.Datetime("us"))
+        queries["time"] = ok.filter(pl.col(time_column).is_not_null()).group_by(
+            when.dt.truncate(every).alias("bucket"), "emotion"
+        ).agg(pl.len().cast(pl.Int64).alias("count"))
+        # Classified rows with no time are in the overall and group shares, but in no bucket.
+        queries["no_time"] = ok.select(pl.col(time_column).null_count().cast(pl.Int64).alias("n"))
+
+    # One collect_all: polars shares the scan between the queries.
+    results = dict(zip(queries, pl.collect_all(list(queries.values()))))
+    status = results["status"]
+    overall = (
+        pl.DataFrame({"emotion": labels}, schema={"emotion": pl.String})
+        .join(results["overall"], on="emotion", how="left")
+        .with_columns(pl.col("count").fill_null(0))
+        .with_columns(_share(pl.col("count"), pl.col("count").sum()))
+        .select("emotion", "count", "share", "mean_score", "median_score")
+    )
+    stats = Stats(
+        labels=labels,
+        rows=int(status["rows"].sum()),
+        status=status,
+        overall=overall,
+        groups={c: results[f"by:{c}"] for c in group_by},
+    )
+    if time_column is not None:
+        stats.over_time = _fill_buckets(results["time"], labels, every)
+        stats.time_column, stats.every = time_column, every
+        stats.rows_without_time = int(results["no_time"].item())
+    return stats
+
+
+def _share(count: pl.Expr, total: pl.Expr) -> pl.Expr:
+    """count / total, null (not NaN) where there is nothing to share."""
+    import polars as pl
+
+    return pl.when(total > 0).then(count / total).otherwise(None).cast(pl.Float64).alias("share")
+
+
+def _fill_buckets(counts: pl.DataFrame, labels: list[str], every: str) -> pl.DataFrame:
+    """Every bucket from the first to the last x every label, zeros where nothing was seen."""
+    import polars as pl
+
+    bucket_type = counts.schema["bucket"]
+    if counts.is_empty():
+        return pl.DataFrame(schema={"bucket": bucket_type, "emotion": pl.String, "count": pl.Int64, "share": pl.Float64})
+    seen = counts["bucket"]
+    steps = pl.datetime_range(
+        seen.min(), seen.max(), every, time_unit=bucket_type.time_unit, time_zone=bucket_type.time_zone, eager=True
+    )
+    # The union keeps every observed bucket even where calendar steps and truncation could disagree (DST).
+    buckets = pl.concat([steps.cast(bucket_type), seen]).unique().sort().to_frame("bucket")
+    grid = buckets.join(pl.DataFrame({"emotion": labels}, schema={"emotion": pl.String}), how="cross")
+    return (
+        grid.join(counts, on=["bucket", "emotion"], how="left")
+        .with_columns(pl.col("count").fill_null(0))
+        .with_columns(_share(pl.col("count"), pl.col("count").sum().over("bucket")))
+        .sort("bucket", pl.col("emotion").cast(pl.Enum(labels)))
+    )
+
+
+def write(stats: Stats, out_dir: str | Path) -> dict[str, Any]:
+    """Write `out_dir/stats/` (replacing an earlier one as a whole) and return the summary."""
+    out = Path(out_dir)
+    temp = out / f".{STATS_DIR}.{os.getpid()}.tmp"
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir(parents=True)
+    stats.status.write_parquet(temp / "status.parquet")
+    stats.overall.write_parquet(temp / "overall.parquet")
+    for column, frame in stats.groups.items():
+        frame.write_parquet(temp / table_name(column))
+    if stats.over_time is not None:
+        stats.over_time.write_parquet(temp / "over_time.parquet")
+    summary = stats.summary()
+    write_json(temp / "summary.json", summary)
+    # Swap the whole folder, so tables of an earlier --group-by never linger beside new ones.
+    final = out / STATS_DIR
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(temp, final)
+    return summary
+
+
+def write_stats(out_dir: str | Path, config: RunConfig) -> dict[str, Any]:
+    """The end of every run: statistics with the run's --group-by / --time-column / --every."""
+    stats = compute(out_dir, config.group_by, config.time_column, config.every)
+    return write(stats, out_dir)
+
+
+def read_summary(out_dir: str | Path) -> dict[str, Any]:
+    """`DIR/stats/summary.json` as written by `write`."""
+    path = Path(out_dir) / STATS_DIR / "summary.json"
+    if not path.is_file():
+        raise OutputError(
+            f"{str(path)!r} does not exist. Compute the statistics first with `emodraw-batch stats {out_dir}`."
+        )
+    return json.loads(path.read_text())
+
+
+def run_options(out_dir: str | Path) -> dict[str, Any]:
+    """The run's group_by / time_column / every from `DIR/manifest.json` (defaults when absent)."""
+    manifest = Path(out_dir) / "manifest.json"
+    config = json.loads(manifest.read_text()).get("config", {}) if manifest.is_file() else {}
+    return {
+        "group_by": tuple(config.get("group_by") or ()),
+        "time_column": config.get("time_column"),
+        "every": config.get("every") or "1d",
+    }

@@ -1,0 +1,30 @@
+"""Prefect 3 orchestration of emodraw-batch: the only place that imports Prefect.
+
+`flows.label` holds the flow that `emodraw-batch run` executes, `flows.engines`
+picks where its shard tasks run (in-process or on Dask) and `flows.schedule`
+serves it as a nightly deployment. The `emodraw_batch` package never imports
+Prefect; these modules call it.
+
+Importing this package sets fast, quiet defaults for Prefect's temporary local
+API before Prefect itself is imported; a value the user has set always wins.
+"""
+
+from __future__ import annotations
+
+import os
+
+PREFECT_DEFAULTS = {
+    # No usage telemetry (and no DNS errors from the temporary server on offline machines).
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    # Prefect's default of 20 s is too short for a first start (it creates and migrates
+    # the database) on a busy machine: the run would fail before labelling anything.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    # Block types are not used here; registering them costs seconds on a fresh database.
+    "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
+    # Automations (triggers) are not used by the temporary server.
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+}
+
+for _key, _value in PREFECT_DEFAULTS.items():
+    os.environ.setdefault(_key, _value)

@@ -1,0 +1,177 @@
+"""The Prefect flow that `emodraw-batch run` executes: plan the shards, label each one in a task, finish.
+
+The tasks are thin: all the work is `emodraw_batch.runner` (plan, label_shard, finish),
+which knows nothing of Prefect. A shard task returns its output path and small
+counts, never data. Where the shard tasks run is the config's engine (flows.engines).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+from prefect.futures import as_completed
+
+from emodraw_batch import runner
+from emodraw_batch.config import RunConfig, load_config
+from emodraw_batch.errors import ConfigError, EmodrawError, ModelError
+from emodraw_batch.model import cached_classifier
+from emodraw_batch.reader import Shard
+
+from . import engines
+from .schedule import fill_dates, run_day
+
+OnRows = Callable[[int], None]
+
+# The caller's progress callback. It never travels as a flow or task parameter (it is not
+# data); the local engine's task thread inherits it, Dask shards report when they finish.
+_on_rows: ContextVar[OnRows | None] = ContextVar("emodraw_on_rows", default=None)
+
+
+class ShardFailed(EmodrawError):
+    """Shards failed after their retries; the finished ones are kept and a rerun resumes."""
+
+
+@dataclass
+class ShardDone:
+    """What a shard task returns: the shard's counts, the model that labelled it and where it ran."""
+
+    result: runner.ShardResult
+    model: dict[str, Any]
+    worker: str  # host:pid of the process that ran the shard
+    model_loads: int  # checkpoints that process has loaded so far: 1 means loaded once, then reused
+
+
+def _retry(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry transient failures only: an EmodrawError (bad model, input or setting) would fail again."""
+    return not isinstance(state.data, EmodrawError)
+
+
+@task(name="plan-shards", cache_policy=NONE)
+def plan_shards(inputs: list[str], output: str, config: RunConfig, overwrite: bool) -> runner.Plan:
+    """Validate the inputs, cut the shards and find the ones an earlier run finished."""
+    return runner.plan(inputs, output, config, overwrite)
+
+
+@task(name="label-shard", task_run_name="label {shard.name}", cache_policy=NONE, retry_condition_fn=_retry)
+def label_shard(shard: Shard, config: RunConfig, out_dir: str) -> ShardDone:
+    """Label one shard into out_dir/labels/ with this process's cached model."""
+    clf = runner.classifier_for(config)  # loaded on the first shard of this process, then reused
+    result = runner.label_shard(shard, config, out_dir, on_rows=_on_rows.get(), classifier=clf)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    return ShardDone(result, clf.describe(), worker, cached_classifier.cache_info().misses)
+
+
+@task(name="finish", cache_policy=NONE)
+def finish(job: runner.Plan, results: list[runner.ShardResult], seconds: float, model: dict[str, Any]) -> runner.Summary:
+    """Check rows in = rows out, write the manifest and the statistics."""
+    return runner.finish(job, results, seconds, model)
+
+
+def _failure(shard: Shard, exc: BaseException) -> str:
+    return f"{shard.name} (row groups {shard.start}-{max(shard.start, shard.stop - 1)} of {shard.path!r}): {type(exc).__name__}: {exc}"
+
+
+def label_all(job: runner.Plan, config: RunConfig) -> list[ShardDone]:
+    """Run one task per unfinished shard on the configured engine; fail loudly if any still fails."""
+    logger = get_run_logger()
+    task_runner, where = engines.task_runner(config)
+    logger.info("%s; %d shard(s) to label, %d already complete", where, len(job.todo), len(job.done))
+    if not job.todo:
+        return []
+    shard_task = label_shard.with_options(retries=config.retries, retry_delay_seconds=config.retry_delay)
+    on_rows = _on_rows.get()
+    out_dir = str(job.out_dir.absolute())  # Dask workers may run elsewhere: never a relative path
+    done: list[ShardDone] = []
+    failed: list[tuple[Shard, BaseException]] = []
+    with task_runner:
+        futures = {task_runner.submit(shard_task, {"shard": s, "config": config, "out_dir": out_dir}): s for s in job.todo}
+        for future in as_completed(list(futures)):
+            shard = futures[future]
+            try:
+                outcome: ShardDone = future.result()
+            except (ModelError, ConfigError):
+                # The model or a setting is wrong: every other shard would fail the same way.
+                for other in futures:
+                    other.wrapped_future.cancel()
+                raise
+            except Exception as exc:  # this shard only (damaged row group, lost worker...): let the rest finish
+                failed.append((shard, exc))
+                continue
+            done.append(outcome)
+            if on_rows and config.engine != "local":  # local shards report their rows window by window
+                on_rows(outcome.result.rows)
+            r = outcome.result
+            logger.info("%s: %d rows in %.1f s on %s", shard.name, r.rows, r.seconds, outcome.worker)
+    if failed:
+        attempts = config.retries + 1
+        raise ShardFailed(
+            f"{len(failed)} of {len(job.todo)} shard(s) failed after {attempts} attempt(s) each: "
+            + "; ".join(_failure(s, e) for s, e in failed)
+            + f". The {len(done) + len(job.done)} finished shard(s) are kept in {str(job.out_dir / 'labels')!r}; "
+            "fix the cause and run the same command again to label only the missing shards."
+        )
+    return done
+
+
+def _workers(done: list[ShardDone]) -> dict[str, dict[str, int]]:
+    """Per worker process: shards labelled and model loads (1 each: loaded once per process)."""
+    workers: dict[str, dict[str, int]] = {}
+    for d in done:
+        w = workers.setdefault(d.worker, {"shards": 0, "model_loads": 0})
+        w["shards"] += 1
+        w["model_loads"] = max(w["model_loads"], d.model_loads)
+    return workers
+
+
+@flow(name="emodraw-label", description="Label the emotion of every text in Parquet corpora, shard by shard.")
+def label_corpus(
+    inputs: list[str],
+    output: str,
+    config: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    timezone: str | None = None,
+) -> dict[str, Any]:
+    """Plan shards, label every unfinished one, write the manifest; returns the run summary.
+
+    `{date}`, `{yesterday}` (and `{date:%Y/%m/%d}`) in `inputs` and `output` are filled
+    from this run's scheduled start time in `timezone` (default UTC).
+    """
+    started = time.perf_counter()
+    cfg = load_config(None, **(config or {}))
+    day = run_day(timezone)
+    inputs = [fill_dates(p, day) for p in inputs]
+    output = fill_dates(output, day)
+    job = plan_shards(inputs, output, cfg, overwrite)
+    done = label_all(job, cfg)
+    # The model as the workers loaded it; with nothing left to label, load it here, as runner.run does.
+    model = done[0].model if done else runner.classifier_for(cfg).describe()
+    summary = finish(job, [d.result for d in done], time.perf_counter() - started, model)
+    return {**summary.to_dict(), "workers": _workers(done)}
+
+
+@contextmanager
+def reporting(on_rows: OnRows | None) -> Iterator[None]:
+    """Send the flow's progress (rows labelled) to `on_rows` while it runs in this process."""
+    token = _on_rows.set(on_rows)
+    try:
+        yield
+    finally:
+        _on_rows.reset(token)
+
+
+def run(
+    inputs: Sequence[str], output: str | Path, config: RunConfig, overwrite: bool = False, on_rows: OnRows | None = None
+) -> dict[str, Any]:
+    """Execute the flow here, reporting to PREFECT_API_URL or, if unset, to a temporary local Prefect API."""
+    with reporting(on_rows):
+        return label_corpus(list(inputs), str(output), config.model_dump(mode="json", exclude_defaults=True), overwrite)
