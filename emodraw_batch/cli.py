@@ -137,10 +137,14 @@ def run(
     time_column: Optional[str] = typer.Option(None, help="Timestamp/date column for statistics over time."),
     every: Optional[str] = typer.Option(None, help="Time bucket as a polars duration: 1h, 1d, 1w, 1mo (default: 1d)."),
     report: bool = typer.Option(False, "--report", help="Also draw the charts and HTML page under DIR/charts/."),
+    engine: Optional[str] = typer.Option(None, help="local (this process, one device) | dask (worker processes) (default: local)."),
+    workers: Optional[int] = typer.Option(None, help="Dask worker processes (default: one per GPU, else cores/4)."),
+    address: Optional[str] = typer.Option(None, help="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (with --engine dask)."),
+    retries: Optional[int] = typer.Option(None, help="Retries of a failing shard task before the run fails (default: 2)."),
 ) -> None:
     """Label every text in INPUTS and write labelled Parquet, a manifest and statistics."""
     from .config import load_config
-    from .runner import run as run_job
+    from .runner import plan
 
     cfg = load_config(
         config,
@@ -160,12 +164,21 @@ def run(
         group_by=tuple(group_by) or None,
         time_column=time_column,
         every=every,
+        engine=engine,
+        workers=workers,
+        address=address,
+        retries=retries,
     )
+    from flows import engines
+
+    engines.check(cfg)
+    job = plan(inputs, output, cfg, overwrite)  # every input check runs here, before Prefect starts
+    from flows.label import run as run_flow  # imports Prefect
+
     with RowProgress(progress and not as_json and sys.stderr.isatty()) as bar:
-        summary = run_job(
-            inputs, output, cfg, overwrite, on_plan=lambda p: bar.start(sum(s.rows for s in p.todo)), on_rows=bar.update
-        )
-    print_summary(summary.to_dict(), as_json)
+        bar.start(sum(s.rows for s in job.todo))
+        summary = run_flow(inputs, output, cfg, overwrite, on_rows=bar.update)
+    print_summary(summary, as_json)
     if report:
         from .report import build
 
@@ -359,6 +372,42 @@ def evaluate(
     print_report(result)
     if output is not None:
         err.print(f"saved: {output / 'report.json'}, per_class.csv, confusion_matrix.csv, confusion_matrix.png")
+
+
+@app.command()
+@friendly
+def schedule(
+    cron: str = typer.Option("0 2 * * *", help="When to run: a cron expression (default: 02:00 every day)."),
+    timezone: str = typer.Option("UTC", help="IANA timezone of the schedule and of {date} (e.g. Europe/Berlin)."),
+    inputs: list[str] = typer.Option([], "--input", "-i", help="Input pattern (repeatable), e.g. 'tweets/{date}/*.parquet'."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Output folder pattern, e.g. 'out/{date}'."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML run config (e.g. configs/nightly.toml)."),
+    model: Optional[str] = typer.Option(None, help="Hub id or local checkpoint folder (overrides the config)."),
+    name: str = typer.Option("nightly", help="Deployment name (the flow is emodraw-label)."),
+    next_runs: Optional[int] = typer.Option(None, "--next", min=1, help="Print the next N run times and their folders, then exit without serving."),
+) -> None:
+    """Serve the labelling flow as a Prefect deployment on a cron schedule ({date} = each run's scheduled day)."""
+    from .config import load_config
+    from .errors import ConfigError
+
+    cfg = load_config(config, model=model)
+    from flows import engines, schedule as sched
+
+    engines.check(cfg)
+    if next_runs:
+        for when in sched.next_runs(cron, timezone, next_runs):
+            line = when.isoformat()
+            if inputs and output:  # the folders that run would read and write
+                day = when.date()
+                line += f"  {' '.join(sched.fill_dates(p, day) for p in inputs)} -> {sched.fill_dates(output, day)}"
+            typer.echo(line)
+        return
+    if not inputs or not output:
+        raise ConfigError("Serving a schedule needs --input PATTERN and --output PATTERN (e.g. --input 'tweets/{date}/*.parquet' --output 'out/{date}').")
+    api = sched.require_server()
+    deploy = sched.deployment(cron, timezone, inputs, output, cfg, name)
+    err.print(f"serving deployment emodraw-label/{name} at {cron!r} ({timezone}) on {api}; stop with Ctrl-C")
+    sched.serve(deploy)
 
 
 def main() -> None:  # console-script entry point

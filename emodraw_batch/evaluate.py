@@ -92,7 +92,10 @@ def save_report(result: dict[str, Any], folder: Path) -> None:
         [["label", "precision", "recall", "f1", "support"]]
         + [[label, *(result["per_class"][label][k] for k in ("precision", "recall", "f1", "support"))] for label in labels],
     )
-    _write_csv(folder / "confusion_matrix.csv", [["true\\predicted", *labels]] + [[label, *row] for label, row in zip(labels, matrix)])
+    _write_csv(
+        folder / "confusion_matrix.csv",
+        [["true\\predicted", *labels]] + [[label, *row] for label, row in zip(labels, matrix)],
+    )
     plot_confusion(np.asarray(matrix), labels, folder / "confusion_matrix.png",
                    title=f"accuracy {result['accuracy']:.3f}, macro F1 {result['macro_f1']:.3f} (n={result['n']:,})")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .batching import length_order, pack
 from .errors import ConfigError, OutputError
@@ -66,6 +66,13 @@ class TrainConfig(BaseModel):
     # Only for --from-scratch: size of the WordPiece vocabulary trained on the training texts.
     vocab_size: int = Field(8000, ge=100)
     allow_pickle: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not (value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _one_start(self) -> TrainConfig:
@@ -384,8 +391,10 @@ def write_metrics(output: Path, history: list[dict[str, float]], labels: list[st
                                          "config": cfg.model_dump(), "history": history})
 
 
-def _prepare_output(output: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> dict[str, Any] | None:
-    """Check DIR against the flags; returns the saved state when resuming."""
+def _check_output(output: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Check DIR against the flags, changing nothing; returns the saved state when resuming."""
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in --output and --overwrite deletes it; pass one of them.")
     if resume:
         state = read_state(output)
         saved = TrainConfig(**state["config"]).fingerprint()
@@ -396,6 +405,8 @@ def _prepare_output(output: Path, cfg: TrainConfig, resume: bool, overwrite: boo
                 "Resume with the original settings, or train into a new --output."
             )
         return state
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"--output {str(output)!r} is a file; pass a folder (it is created if missing).")
     if output.exists() and any(output.iterdir()):
         ours = (output / "metrics.json").is_file() or (output / LAST).is_dir()
         if not ours:
@@ -408,8 +419,6 @@ def _prepare_output(output: Path, cfg: TrainConfig, resume: bool, overwrite: boo
                 f"--output {str(output)!r} already holds a training run. Pass --resume to continue it, "
                 "--overwrite to start again from scratch, or a new folder."
             )
-        shutil.rmtree(output)
-    output.mkdir(parents=True, exist_ok=True)
     return None
 
 
@@ -419,7 +428,7 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, overwri
     started = time.perf_counter()
     output = Path(output).expanduser()
     callbacks = callbacks or TrainCallbacks()
-    state = _prepare_output(output, cfg, resume, overwrite)
+    state = _check_output(output, cfg, resume, overwrite)
     history: list[dict[str, float]] = list(state["history"]) if state else []
     resumed_from = len(history)
     result = TrainResult(str(output), list(state["labels"]) if state else [], history, best_epoch(history),
@@ -428,6 +437,9 @@ def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, overwri
         result.stopped_early = len(history) < cfg.epochs
         return result  # nothing left to do: no need to load the model
     run = _Run(cfg, output, state)
+    if state is None:  # only now that data and model are loaded: a typo never costs an earlier run
+        shutil.rmtree(output, ignore_errors=True)
+        output.mkdir(parents=True)
     result.labels, result.n_train, result.n_val, result.device = run.labels, len(run.x_train), len(run.x_val), run.device
     while not _finished(history, cfg):
         row = run.epoch(len(history) + 1, callbacks)

@@ -62,13 +62,19 @@ def plan_shards(inputs: list[str], output: str, config: RunConfig, overwrite: bo
     return runner.plan(inputs, output, config, overwrite)
 
 
-@task(name="label-shard", task_run_name="label {shard.name}", cache_policy=NONE, retry_condition_fn=_retry)
-def label_shard(shard: Shard, config: RunConfig, out_dir: str) -> ShardDone:
+def _label_shard(shard: Shard, config: RunConfig, out_dir: str) -> ShardDone:
     """Label one shard into out_dir/labels/ with this process's cached model."""
     clf = runner.classifier_for(config)  # loaded on the first shard of this process, then reused
     result = runner.label_shard(shard, config, out_dir, on_rows=_on_rows.get(), classifier=clf)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     return ShardDone(result, clf.describe(), worker, cached_classifier.cache_info().misses)
+
+
+# Not a decorator: the function keeps its own module-level name, so Dask pickles it by
+# reference (workers import flows.label) instead of by value with this module's globals.
+label_shard = task(
+    _label_shard, name="label-shard", task_run_name="label {shard.name}", cache_policy=NONE, retry_condition_fn=_retry
+)
 
 
 @task(name="finish", cache_policy=NONE)
@@ -140,14 +146,16 @@ def label_corpus(
     config: dict[str, Any] | None = None,
     overwrite: bool = False,
     timezone: str | None = None,
+    config_file: str | None = None,
 ) -> dict[str, Any]:
     """Plan shards, label every unfinished one, write the manifest; returns the run summary.
 
-    `{date}`, `{yesterday}` (and `{date:%Y/%m/%d}`) in `inputs` and `output` are filled
+    The settings are `config_file` (a TOML file, as --config) overridden by `config` (RunConfig
+    fields). `{date}`, `{yesterday}` (and `{date:%Y/%m/%d}`) in `inputs` and `output` are filled
     from this run's scheduled start time in `timezone` (default UTC).
     """
     started = time.perf_counter()
-    cfg = load_config(None, **(config or {}))
+    cfg = load_config(config_file, **(config or {}))
     day = run_day(timezone)
     inputs = [fill_dates(p, day) for p in inputs]
     output = fill_dates(output, day)
@@ -169,9 +177,36 @@ def reporting(on_rows: OnRows | None) -> Iterator[None]:
         _on_rows.reset(token)
 
 
+def start_api() -> str:
+    """The Prefect API this run reports to: PREFECT_API_URL, or else Prefect's temporary local server.
+
+    Prefect would start the temporary server itself, but only for this process; starting it
+    here gives its URL to the Dask workers too, which would otherwise each start their own.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return str(PREFECT_API_URL.value())
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # Prefect's own per-process instance, stopped at exit
+    server.start()
+    return server.api_url
+
+
 def run(
     inputs: Sequence[str], output: str | Path, config: RunConfig, overwrite: bool = False, on_rows: OnRows | None = None
 ) -> dict[str, Any]:
     """Execute the flow here, reporting to PREFECT_API_URL or, if unset, to a temporary local Prefect API."""
-    with reporting(on_rows):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    engines.check(config)
+    with ThreadPoolExecutor(1) as pool:
+        api = pool.submit(start_api)  # mostly waiting for the server process: runs beside the model load
+        if config.engine == "local":
+            runner.classifier_for(config)  # the shard tasks of this process reuse it
+        url = api.result()
+    with temporary_settings({PREFECT_API_URL: url}), reporting(on_rows):
         return label_corpus(list(inputs), str(output), config.model_dump(mode="json", exclude_defaults=True), overwrite)

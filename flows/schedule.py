@@ -103,9 +103,8 @@ def deployment(
     )
 
 
-def serve(deploy: RunnerDeployment) -> None:
-    """Register the deployment and run its scheduled runs in this process until stopped (Ctrl-C)."""
-    from prefect import serve as prefect_serve
+def require_server() -> str:
+    """The Prefect server's API URL; serving needs one, since the temporary local API has no scheduler."""
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
@@ -115,4 +114,12 @@ def serve(deploy: RunnerDeployment) -> None:
             "`export PREFECT_API_URL=http://127.0.0.1:4200/api`, then run this command again. "
             "(--next N lists the run times without a server.)"
         )
+    return str(PREFECT_API_URL.value())
+
+
+def serve(deploy: RunnerDeployment) -> None:
+    """Register the deployment and run its scheduled runs in this process until stopped (Ctrl-C)."""
+    from prefect import serve as prefect_serve
+
+    require_server()
     prefect_serve(deploy)

@@ -62,3 +62,14 @@ def tiny_model(tmp_path_factory) -> str:
     # any change in batching would show in the outputs.
     build_albert(folder, tokenizer, size="tiny", max_position_embeddings=64, seed=0, initializer_range=0.5)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """One Prefect test server (temporary SQLite database) for the whole session; yields its API URL."""
+    import flows  # noqa: F401  (sets emodraw's Prefect defaults before Prefect is imported)
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield str(PREFECT_API_URL.value())

@@ -11,12 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 JOB = """
-import json, resource, sys
+import json, re, sys
 from emodraw_batch.config import load_config
 from emodraw_batch.runner import run
 cfg = load_config(model=sys.argv[1], device="cpu", max_length=16, window_rows=10_000, shard_rows=50_000)
 summary = run([sys.argv[2]], sys.argv[3], cfg)
-print(json.dumps({"rows": summary.rows, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+# VmHWM is this process's own peak RSS; ru_maxrss would include the forking parent's.
+peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+print(json.dumps({"rows": summary.rows, "peak_kib": peak}))
 """
 
 
@@ -45,5 +47,5 @@ def test_peak_memory_flat_in_row_count(tiny_model, tmp_path):
     assert (small["rows"], large["rows"]) == (60_000, 300_000)
     growth_mib = (large["peak_kib"] - small["peak_kib"]) / 1024
     # Holding the extra 240k rows would cost > 240 MiB for the payload column alone; allocator
-    # fragmentation from torch and the tokenizer accounts for a few tens of MiB (measured ~50).
-    assert growth_mib < 100, (small, large)
+    # noise is a few MiB (measured: 622 MiB peak at 60k rows, 637 MiB at 300k).
+    assert growth_mib < 60, (small, large)
