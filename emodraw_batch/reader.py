@@ -248,7 +248,7 @@ def read_windows(shard: Shard, window_rows: int) -> Iterator[pa.Table]:
             if batch.num_rows:
                 yielded = True
                 yield align(pa.Table.from_batches([batch]), schema)
-    except pa.ArrowException as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise InputError(
             f"Reading row groups {shard.start}-{shard.stop - 1} of {shard.path!r} failed ({exc}). "
             "The file is damaged; repair or remove it, or pass --skip-bad-files."

@@ -18,12 +18,8 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     # Prefect's default of 20 s is too short for a first start (it creates and migrates
-    # the database) on a busy machine: the run would fail before labelling anything.
+    # the database, ~14 s on a busy 2-core machine): the run would fail before labelling anything.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    # Block types are not used here; registering them costs seconds on a fresh database.
-    "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
-    # Automations (triggers) are not used by the temporary server.
-    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
 }
 
 for _key, _value in PREFECT_DEFAULTS.items():

@@ -16,10 +16,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.futures import as_completed
+from prefect.settings import PREFECT_API_URL
 
 from emodraw_batch import runner
 from emodraw_batch.config import RunConfig, load_config
@@ -87,11 +89,24 @@ def _failure(shard: Shard, exc: BaseException) -> str:
     return f"{shard.name} (row groups {shard.start}-{max(shard.start, shard.stop - 1)} of {shard.path!r}): {type(exc).__name__}: {exc}"
 
 
+def _loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host == "localhost" or host.startswith("127.")
+
+
 def label_all(job: runner.Plan, config: RunConfig) -> list[ShardDone]:
     """Run one task per unfinished shard on the configured engine; fail loudly if any still fails."""
     logger = get_run_logger()
     task_runner, where = engines.task_runner(config)
     logger.info("%s; %d shard(s) to label, %d already complete", where, len(job.todo), len(job.done))
+    api = str(PREFECT_API_URL.value() or "")
+    if config.address and _loopback(api) and not _loopback(config.address):
+        logger.warning(
+            "The Dask workers at %s report their task runs to the Prefect API at %s, which only this machine can "
+            "reach. Run a Prefect server the workers can reach and set PREFECT_API_URL to it (see the README).",
+            config.address,
+            api,
+        )
     if not job.todo:
         return []
     shard_task = label_shard.with_options(retries=config.retries, retry_delay_seconds=config.retry_delay)
@@ -114,6 +129,9 @@ def label_all(job: runner.Plan, config: RunConfig) -> list[ShardDone]:
                 failed.append((shard, exc))
                 continue
             done.append(outcome)
+            release = getattr(future.wrapped_future, "release", None)
+            if release:  # a Dask future: let the worker drop the result, or a lost worker would redo the shard
+                release()
             if on_rows and config.engine != "local":  # local shards report their rows window by window
                 on_rows(outcome.result.rows)
             r = outcome.result
@@ -183,8 +201,6 @@ def start_api() -> str:
     Prefect would start the temporary server itself, but only for this process; starting it
     here gives its URL to the Dask workers too, which would otherwise each start their own.
     """
-    from prefect.settings import PREFECT_API_URL
-
     if PREFECT_API_URL.value():
         return str(PREFECT_API_URL.value())
     from prefect.server.api.server import SubprocessASGIServer
@@ -200,7 +216,7 @@ def run(
     """Execute the flow here, reporting to PREFECT_API_URL or, if unset, to a temporary local Prefect API."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
     engines.check(config)
     with ThreadPoolExecutor(1) as pool:

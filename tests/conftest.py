@@ -66,10 +66,19 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def prefect_api() -> str:
-    """One Prefect test server (temporary SQLite database) for the whole session; yields its API URL."""
+    """One Prefect test server (temporary SQLite database) for the whole session; yields its API URL.
+
+    Also exported as PREFECT_API_URL, so `emodraw-batch` subprocesses report to it instead of
+    each starting a temporary server of their own.
+    """
     import flows  # noqa: F401  (sets emodraw's Prefect defaults before Prefect is imported)
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=180):
-        yield str(PREFECT_API_URL.value())
+        url = str(PREFECT_API_URL.value())
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            yield url
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)

@@ -7,6 +7,9 @@ so the tests also check what lands in Prefect's run history.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -186,14 +189,20 @@ def test_cli_run_is_a_flow_run_in_prefect_history(prefect_api, corpus, tiny_mode
     assert any(n.startswith("plan-shards") for n in names) and any(n.startswith("finish") for n in names)
 
 
-def test_two_dask_workers_give_the_same_output_and_load_the_model_once_each(
-    prefect_api, corpus, tiny_model, reference, tmp_path
+def test_two_dask_workers_without_a_server_give_the_same_output_and_load_the_model_once_each(
+    corpus, tiny_model, reference, tmp_path
 ):
+    """The default set-up: no PREFECT_API_URL, so the run starts Prefect's temporary server and shares it."""
     out = tmp_path / "dask"
-    summary = invoke(
-        str(corpus), "--output", str(out), "--model", tiny_model, "--shard-rows", "60", "--device", "cpu",
-        "--engine", "dask", "--workers", "2",
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_LOGGING_LEVEL"] = "INFO"  # to see which Prefect servers start
+    args = [str(corpus), "--output", str(out), "--model", tiny_model, "--shard-rows", "60", "--device", "cpu"]
+    done = subprocess.run(
+        [sys.executable, "-m", "emodraw_batch.cli", "run", *args, "--engine", "dask", "--workers", "2", "--json"],
+        capture_output=True, text=True, env=env, timeout=600,
     )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
     assert summary["rows"] == 300 and summary["outputs"] == 6
     assert_same_labels(labels(out), reference)
     workers = summary["workers"]
@@ -201,6 +210,9 @@ def test_two_dask_workers_give_the_same_output_and_load_the_model_once_each(
     assert sum(w["shards"] for w in workers.values()) == 6
     # Six shards over at most two processes, each process loaded the checkpoint exactly once.
     assert all(w["model_loads"] == 1 for w in workers.values()), workers
+    # One temporary Prefect server for the run, used by the workers too (none of them started its own).
+    assert done.stderr.count("Starting temporary server") == 1, done.stderr
+    assert "Finished in state Completed()" in done.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["engine"] == "dask" and manifest["summary"]["rows"] == 300
 

@@ -212,3 +212,19 @@ def test_rerun_resumes_and_refuses_a_different_job(cfg, tmp_path):
         run([str(corpus)], tmp_path / "out", small.model_copy(update={"max_length": 16}))
     redo = run([str(corpus)], tmp_path / "out", small.model_copy(update={"max_length": 16}), overwrite=True)
     assert redo.resumed == 0 and redo.rows == 200
+
+
+def test_damaged_data_pages_name_the_file_and_row_groups(cfg, tmp_path):
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": make_texts(400, seed=8)}), path, row_group_size=100, compression="zstd")
+    meta = pq.ParquetFile(path).metadata
+    column = meta.row_group(2).column(0)
+    start = column.dictionary_page_offset or column.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start + 20 : start + 120] = bytes(100)  # zero out part of row group 2's pages; the footer stays intact
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"in\.parquet"):
+        run([str(path)], tmp_path / "out", cfg.model_copy(update={"shard_rows": 100}))
+    labels = tmp_path / "out" / "labels"
+    # Shards before the damage are complete; the damaged one left no file, not even a temporary one.
+    assert sorted(p.name for p in labels.iterdir()) == ["part-00000-00000.parquet", "part-00000-00001.parquet"]
