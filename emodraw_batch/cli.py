@@ -277,7 +277,7 @@ def train(
     label_column: Optional[str] = typer.Option(None, help="Label column in Parquet/CSV (default: label)."),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default: 20)."),
     patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without a lower val loss (default: 3)."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate of AdamW (default: 2e-5; ~5e-4 suits --from-scratch)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate of AdamW (default: 2e-5 for fine-tuning; from scratch use ~3e-3)."),
     batch_size: Optional[int] = typer.Option(None, help="Texts per training batch (default: 64)."),
     max_length: Optional[int] = typer.Option(None, help="Max tokens per text (default: 128)."),
     seed: Optional[int] = typer.Option(None, help="Seed: the same seed and data give the same model (default: 42)."),

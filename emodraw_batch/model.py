@@ -283,7 +283,6 @@ class EmotionClassifier:
         self._autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self._cuda = self.device.startswith("cuda")
         self._rust = self._rust_tokenizer()
-        torch.set_grad_enabled(False)
 
     def _rust_tokenizer(self) -> Any:
         """A private copy of the Rust tokenizer, set to truncate exactly as `tokenizer(..., truncation=True)`.

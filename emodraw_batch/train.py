@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import shutil
@@ -63,7 +64,7 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
-    # Only for --from-scratch: size of the WordPiece vocabulary trained on the training texts.
+    # Only for --from-scratch: size of the tokenizer vocabulary trained on the training texts.
     vocab_size: int = Field(8000, ge=100)
     allow_pickle: bool = False
 
@@ -106,8 +107,6 @@ def make_config(output: str | Path | None = None, resume: bool = False, **flags:
 
 def read_state(output: Path) -> dict[str, Any]:
     """The trainer state of DIR/last, written after every epoch."""
-    import json
-
     path = output / LAST / STATE
     if not path.is_file():
         raise OutputError(
@@ -351,6 +350,12 @@ class _Run:
     def _save_to(self, folder: Path) -> None:
         self.model.save_pretrained(folder)  # model.safetensors
         self.tokenizer.save_pretrained(folder)
+        # safetensors writes its file owner-only (0600); give every file the usual umask mode so
+        # that a service running as another user can load the model.
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in folder.iterdir():
+            path.chmod(0o666 & ~umask)
 
     def save_best(self) -> None:
         """The best model at the top of DIR, file by file with atomic renames."""

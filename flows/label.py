@@ -7,9 +7,11 @@ counts, never data. Where the shard tasks run is the config's engine (flows.engi
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,7 +28,7 @@ from prefect.settings import PREFECT_API_URL
 from emodraw_batch import runner
 from emodraw_batch.config import RunConfig, load_config
 from emodraw_batch.errors import ConfigError, EmodrawError, ModelError
-from emodraw_batch.model import cached_classifier
+from emodraw_batch.model import EmotionClassifier, cached_classifier
 from emodraw_batch.reader import Shard
 
 from . import engines
@@ -50,7 +52,7 @@ class ShardDone:
     result: runner.ShardResult
     model: dict[str, Any]
     worker: str  # host:pid of the process that ran the shard
-    model_loads: int  # checkpoints that process has loaded so far: 1 means loaded once, then reused
+    model_loads: int  # times that process has loaded this model so far: 1 means loaded once, then reused
 
 
 def _retry(task: Any, task_run: Any, state: Any) -> bool:
@@ -64,12 +66,25 @@ def plan_shards(inputs: list[str], output: str, config: RunConfig, overwrite: bo
     return runner.plan(inputs, output, config, overwrite)
 
 
+# Checkpoint loads in this process, by model description: shows that a worker loads it once.
+_model_loads: Counter[str] = Counter()
+
+
+def _classifier(config: RunConfig) -> tuple[EmotionClassifier, int]:
+    """This process's cached classifier for `config`, and how often this process has loaded it."""
+    before = cached_classifier.cache_info().misses
+    clf = runner.classifier_for(config)  # loaded on first use in this process, then reused
+    key = json.dumps(clf.describe(), sort_keys=True, default=str)
+    if cached_classifier.cache_info().misses > before:
+        _model_loads[key] += 1
+    return clf, _model_loads[key]
+
+
 def _label_shard(shard: Shard, config: RunConfig, out_dir: str) -> ShardDone:
     """Label one shard into out_dir/labels/ with this process's cached model."""
-    clf = runner.classifier_for(config)  # loaded on the first shard of this process, then reused
+    clf, loads = _classifier(config)
     result = runner.label_shard(shard, config, out_dir, on_rows=_on_rows.get(), classifier=clf)
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    return ShardDone(result, clf.describe(), worker, cached_classifier.cache_info().misses)
+    return ShardDone(result, clf.describe(), f"{socket.gethostname()}:{os.getpid()}", loads)
 
 
 # Not a decorator: the function keeps its own module-level name, so Dask pickles it by
@@ -85,8 +100,10 @@ def finish(job: runner.Plan, results: list[runner.ShardResult], seconds: float, 
     return runner.finish(job, results, seconds, model)
 
 
-def _failure(shard: Shard, exc: BaseException) -> str:
-    return f"{shard.name} (row groups {shard.start}-{max(shard.start, shard.stop - 1)} of {shard.path!r}): {type(exc).__name__}: {exc}"
+def _failure(shard: Shard, exc: BaseException, retries: int) -> str:
+    how = "(not retried)" if isinstance(exc, EmodrawError) else f"after {retries + 1} attempt(s)"
+    where = f"row groups {shard.start}-{max(shard.start, shard.stop - 1)} of {shard.path!r}"
+    return f"{shard.name} ({where}) failed {how}: {type(exc).__name__}: {exc}"
 
 
 def _loopback(url: str) -> bool:
@@ -137,10 +154,9 @@ def label_all(job: runner.Plan, config: RunConfig) -> list[ShardDone]:
             r = outcome.result
             logger.info("%s: %d rows in %.1f s on %s", shard.name, r.rows, r.seconds, outcome.worker)
     if failed:
-        attempts = config.retries + 1
         raise ShardFailed(
-            f"{len(failed)} of {len(job.todo)} shard(s) failed after {attempts} attempt(s) each: "
-            + "; ".join(_failure(s, e) for s, e in failed)
+            f"{len(failed)} of {len(job.todo)} shard(s) failed: "
+            + "; ".join(_failure(s, e, config.retries) for s, e in failed)
             + f". The {len(done) + len(job.done)} finished shard(s) are kept in {str(job.out_dir / 'labels')!r}; "
             "fix the cause and run the same command again to label only the missing shards."
         )
@@ -222,7 +238,7 @@ def run(
     with ThreadPoolExecutor(1) as pool:
         api = pool.submit(start_api)  # mostly waiting for the server process: runs beside the model load
         if config.engine == "local":
-            runner.classifier_for(config)  # the shard tasks of this process reuse it
+            _classifier(config)  # the shard tasks of this process reuse it
         url = api.result()
     with temporary_settings({PREFECT_API_URL: url}), reporting(on_rows):
         return label_corpus(list(inputs), str(output), config.model_dump(mode="json", exclude_defaults=True), overwrite)
