@@ -71,7 +71,7 @@ def test_flags_override_config_file(tmp_path):
         loaded.max_length = 10  # frozen
 
 
-def test_run_json_summary_end_to_end(tiny_model, tmp_path):
+def test_run_json_summary_end_to_end(tiny_model, tmp_path, prefect_api):
     corpus = write_corpus(tmp_path / "in.parquet", make_texts(50, seed=2) + [""])
     result = cli("run", str(corpus), "-o", str(tmp_path / "out"), "--model", tiny_model, "--json", "--device", "cpu")
     assert result.returncode == 0, result.stderr

@@ -33,7 +33,7 @@ def table(out) -> pa.Table:
     return pa.concat_tables([pq.read_table(p) for p in sorted((out / "labels").glob("*.parquet"))])
 
 
-def test_sigkill_then_rerun_equals_clean_run(tiny_model, tmp_path):
+def test_sigkill_then_rerun_equals_clean_run(tiny_model, tmp_path, prefect_api):
     corpus = write_corpus(tmp_path / "in.parquet", make_texts(SHARDS * 500, seed=11, max_words=60), row_group_size=500)
     out = tmp_path / "crashed"
 
