@@ -37,50 +37,51 @@ class _Failure:
 def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
     """Yield `items` in order, produced by a background thread up to `depth` items ahead.
 
+    At most `depth` items exist beyond the one the caller holds, counting the one being
+    produced: `depth=1` is double buffering (memory: two windows, not three).
     `depth=0` iterates in the caller's thread (no overlap). An exception in the producer
-    is raised here, at the item where it happened. Closing the returned generator (or
+    is raised here, after the items produced before it. Closing the returned generator (or
     leaving a `for` loop early) stops the producer, so no thread outlives its consumer.
     """
     if depth <= 0:
         yield from items
         return
-    slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    ready: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    room = threading.Semaphore(depth)  # taken before producing an item, given back when it is consumed
     stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        # A bounded put that gives up once the consumer has stopped listening.
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=_POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
 
     def produce() -> None:
         source = iter(items)
         try:
-            for item in source:
-                if not put(item):
+            while True:
+                while not room.acquire(timeout=_POLL_S):
+                    if stop.is_set():  # the consumer has gone away
+                        return
+                if stop.is_set():
                     return
+                try:
+                    item = next(source)
+                except StopIteration:
+                    ready.put(_DONE)
+                    return
+                ready.put(item)
         except BaseException as exc:  # noqa: BLE001 - every error must reach the consumer
-            put(_Failure(exc))
-            return
+            ready.put(_Failure(exc))
         finally:
             close = getattr(source, "close", None)
             if close is not None:  # a generator source releases its open files now, not at GC
                 close()
-        put(_DONE)
 
     worker = threading.Thread(target=produce, name="emodraw-prefetch", daemon=True)
     worker.start()
     try:
         while True:
-            item = slots.get()
+            item = ready.get()
             if item is _DONE:
                 return
             if isinstance(item, _Failure):
                 raise item.error
+            room.release()
             yield item
     finally:
         stop.set()

@@ -23,6 +23,7 @@ from emodraw_batch.errors import ConfigError
 from emodraw_batch.model import (
     CPU_BATCH_TOKENS,
     MAX_GPU_BATCH_TOKENS,
+    MIN_GPU_BATCH_TOKENS,
     EmotionClassifier,
     activation_bytes_per_token,
     cpu_has_bf16,
@@ -100,16 +101,20 @@ def test_overlap_on_and_off_write_identical_files(tiny_model, tmp_path, monkeypa
     assert s0.status["ok"] < 300 and s0.truncated > 0  # the corpus really exercises gaps and truncation
 
 
-@pytest.mark.parametrize("budget", [64, 700, 100_000])
+@pytest.mark.parametrize("budget", [64, 700, CPU_BATCH_TOKENS, 100_000])
 def test_token_budget_changes_nothing(tiny_model, budget):
     texts = make_texts(200, seed=9, max_words=80)
-    exact = EmotionClassifier(tiny_model, device="cpu", batch_tokens=CPU_BATCH_TOKENS)(texts)
+    exact = EmotionClassifier(tiny_model, device="cpu", batch_tokens=8192)(texts)
     other = EmotionClassifier(tiny_model, device="cpu", batch_tokens=budget)(texts)
     np.testing.assert_allclose(other.probs, exact.probs, atol=1e-5)
     assert np.array_equal(other.n_tokens, exact.n_tokens) and np.array_equal(other.truncated, exact.truncated)
 
 
-def test_direct_rust_tokenizer_equals_the_transformers_call(tiny_model):
+@pytest.mark.parametrize("chunk", [7, 4096])
+def test_direct_rust_tokenizer_equals_the_transformers_call(tiny_model, monkeypatch, chunk):
+    from emodraw_batch import model
+
+    monkeypatch.setattr(model, "ENCODE_CHUNK", chunk)  # 7: many chunks, the last one partial
     clf = EmotionClassifier(tiny_model, device="cpu")
     texts = make_texts(150, seed=2, max_words=90) + ["Ünïcode  ÉMOJI 😀 text", "x"]
     ids, truncated = clf.encode(texts)
@@ -198,7 +203,7 @@ def test_gpu_budget_follows_free_memory_within_bounds():
     per_token = 50_000
     budgets = [gpu_batch_tokens(gib << 30, per_token) for gib in (0, 1, 2, 4, 8, 80)]
     assert budgets == sorted(budgets)  # more free memory never means a smaller budget
-    assert budgets[0] == CPU_BATCH_TOKENS and budgets[-1] == MAX_GPU_BATCH_TOKENS
+    assert budgets[0] == MIN_GPU_BATCH_TOKENS and budgets[-1] == MAX_GPU_BATCH_TOKENS
     # In between, the budget is the share of free memory divided by the cost of a token.
     assert budgets[2] == int((2 << 30) * 0.5) // per_token
     assert gpu_batch_tokens(4 << 30, per_token, fraction=0.25) == budgets[2]
@@ -223,7 +228,7 @@ def test_cuda_budget_reads_free_memory_from_torch(monkeypatch):
     config = SimpleNamespace(hidden_size=768, intermediate_size=3072, num_attention_heads=12)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3 << 30, 80 << 30))
     expected = gpu_batch_tokens(3 << 30, activation_bytes_per_token(config, 128, "bf16"))
-    assert CPU_BATCH_TOKENS < default_batch_tokens("cuda:0", config, 128, "bf16") == expected < MAX_GPU_BATCH_TOKENS
+    assert MIN_GPU_BATCH_TOKENS < default_batch_tokens("cuda:0", config, 128, "bf16") == expected < MAX_GPU_BATCH_TOKENS
     assert default_batch_tokens("cpu", config) == CPU_BATCH_TOKENS
 
 
@@ -231,8 +236,18 @@ def test_cuda_budget_reads_free_memory_from_torch(monkeypatch):
 
 
 @pytest.mark.parametrize("depth", [0, 1, 3])
-def test_prefetch_keeps_order(depth):
-    assert list(prefetch((i * i for i in range(100)), depth)) == [i * i for i in range(100)]
+def test_prefetch_keeps_order_and_its_memory_bound(depth):
+    started: list[int] = []
+
+    def items():
+        for i in range(100):
+            started.append(i)  # counted when production of item i begins
+            yield i * i
+
+    for k, item in enumerate(prefetch(items(), depth)):
+        assert item == k * k
+        # Beyond the item in hand, at most `depth` are produced or being produced: the window bound.
+        assert len(started) <= k + 1 + depth
 
 
 @pytest.mark.parametrize("depth", [0, 2])
