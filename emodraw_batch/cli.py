@@ -12,12 +12,15 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
 
 from .errors import EmodrawError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 app = typer.Typer(
     add_completion=False,
@@ -70,7 +73,20 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
     err.print(f"output: {summary['output_dir']}/labels  manifest: {summary['output_dir']}/manifest.json")
 
 
-class RowProgress:
+class _Live:
+    """A rich progress display that shows while in a `with` block."""
+
+    progress: Any
+
+    def __enter__(self) -> Self:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+
+class RowProgress(_Live):
     """A rich progress bar over rows with a rows/s column; `update(n)` is the runner's callback."""
 
     def __init__(self, enabled: bool) -> None:
@@ -97,13 +113,6 @@ class RowProgress:
         self.progress.advance(self.task, rows)
         speed = self.progress.tasks[0].speed
         self.progress.update(self.task, rate=f"{speed:,.0f}" if speed else "-")
-
-    def __enter__(self) -> RowProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
 
 
 @app.callback()
@@ -227,7 +236,7 @@ def report(output: Path = typer.Argument(..., help="Output folder of a finished 
     err.print(f"report: {build(output)}")
 
 
-class TrainProgress:
+class TrainProgress(_Live):
     """Training progress on stderr: a bar over the batches of each epoch, then one line per epoch."""
 
     def __init__(self, enabled: bool) -> None:
@@ -256,13 +265,6 @@ class TrainProgress:
             f"({row['seconds']:.0f}s){'  [green]best, saved[/]' if best else ''}",
             highlight=False, soft_wrap=True,
         )
-
-    def __enter__(self) -> TrainProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
 
 
 @app.command()
