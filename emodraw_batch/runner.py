@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from . import __version__, resume, stats
 from .config import RunConfig
 from .errors import InputError, OutputError
-from .model import EmotionClassifier, Prediction, cached_classifier
+from .model import EmotionClassifier, Prediction, cached_classifier, resolve_device, resolve_precision
 from .prefetch import SerialWorker, prefetch
 from .reader import Inputs, Shard, plan_shards, read_windows, scan
 from .text import OK, prepare
@@ -103,6 +103,18 @@ def classifier_for(config: RunConfig) -> EmotionClassifier:
     )
 
 
+def job_fingerprint(config: RunConfig) -> dict[str, Any]:
+    """The settings that change the labels, with precision `auto` resolved for this machine.
+
+    Unresolved, a job that crashed on a GPU (auto = bf16) and is rerun on a CPU (auto = fp32)
+    would resume as "the same job" and mix two precisions in one output folder.
+    """
+    fingerprint = config.fingerprint()
+    if config.precision == "auto":
+        fingerprint["precision"] = resolve_precision("auto", resolve_device(config.device))
+    return fingerprint
+
+
 def _check_output_dir(out_dir: Path, inputs: Inputs) -> None:
     out = out_dir.absolute()
     if out.exists() and not out.is_dir():
@@ -137,7 +149,7 @@ def plan(specs: Sequence[str], out_dir: str | Path, config: RunConfig, overwrite
         )
     stats.check_options(inputs.schema, config.group_by, config.time_column, config.every)
     shards = plan_shards(inputs, config.shard_rows)
-    finished = resume.start(out, resume.job_record(inputs, config.fingerprint(), shards), shards, overwrite)
+    finished = resume.start(out, resume.job_record(inputs, job_fingerprint(config), shards), shards, overwrite)
     return Plan(inputs, shards, out, config, {s.name: _result_from_file(s, out) for s in finished})
 
 
@@ -269,7 +281,7 @@ def finish(plan: Plan, results: list[ShardResult], seconds: float, model: dict[s
         "inputs": [{"path": f.path, "rows": f.num_rows, "row_groups": len(f.row_groups)} for f in plan.inputs.files],
         "skipped_files": plan.inputs.skipped,
         "config": plan.config.model_dump(mode="json"),
-        "fingerprint": plan.config.fingerprint(),
+        "fingerprint": job_fingerprint(plan.config),
         "model": model,
         "outputs": [asdict(r) for r in results],
         "summary": summary.to_dict(),

@@ -10,6 +10,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from conftest import make_texts, write_corpus
 
 from emodraw_batch.config import load_config
@@ -197,7 +198,7 @@ def test_output_folder_may_not_contain_inputs(cfg, tmp_path):
         plan([str(tmp_path / "data" / "in.parquet")], tmp_path, cfg)
 
 
-def test_rerun_resumes_and_refuses_a_different_job(cfg, tmp_path):
+def test_rerun_resumes_and_refuses_a_different_job(cfg, tmp_path, monkeypatch):
     corpus = write_corpus(tmp_path / "in.parquet", make_texts(200), row_group_size=20)
     small = cfg.model_copy(update={"shard_rows": 40})
     first = run([str(corpus)], tmp_path / "out", small)
@@ -208,6 +209,13 @@ def test_rerun_resumes_and_refuses_a_different_job(cfg, tmp_path):
     second = run([str(corpus)], tmp_path / "out", small)
     assert second.resumed == 4 and second.rows == 200 and second.emotions == first.emotions
     assert {p: (tmp_path / "out" / "labels" / p).stat().st_mtime_ns for p in kept} == kept  # not rewritten
+    # Precision `auto` is fp32 on this CPU: naming fp32 is the same job. Where CUDA makes `auto`
+    # bf16 (a rerun on a GPU machine), it is another job, refused before any model loads.
+    assert run([str(corpus)], tmp_path / "out", small.model_copy(update={"precision": "fp32"})).resumed == 5
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(OutputError, match="precision: 'fp32' before, 'bf16' now"):
+        plan([str(corpus)], tmp_path / "out", small.model_copy(update={"device": "auto"}))
+    monkeypatch.undo()
     with pytest.raises(OutputError, match="max_length"):
         run([str(corpus)], tmp_path / "out", small.model_copy(update={"max_length": 16}))
     redo = run([str(corpus)], tmp_path / "out", small.model_copy(update={"max_length": 16}), overwrite=True)
