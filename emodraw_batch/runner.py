@@ -111,7 +111,9 @@ def job_fingerprint(config: RunConfig) -> dict[str, Any]:
     """
     fingerprint = config.fingerprint()
     if config.precision == "auto":
-        fingerprint["precision"] = resolve_precision("auto", resolve_device(config.device))
+        # Only device `auto` needs torch (to look for a GPU); a named device decides by its name.
+        device = resolve_device("auto") if config.device == "auto" else config.device
+        fingerprint["precision"] = resolve_precision("auto", device)
     return fingerprint
 
 
