@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-EMOTIONS = ("sadness", "joy", "love", "anger", "fear", "surprise")
+from .emotions import EMOTIONS
+
 SPECIAL = ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]")
 
 # ALBERT sizes; "base" matches albert-base-v2 (12 layers, hidden 768, embedding 128).

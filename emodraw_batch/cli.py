@@ -224,7 +224,7 @@ def stats(
     out = Console()
     for table in console_tables(result):
         out.print(table)
-    err.print(f"written: {output / st.STATS_DIR}")
+    err.print(f"written: {output / 'stats'}")
 
 
 @app.command()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 
 from .labelled import check_known, read_labelled
 from .metrics import report
-from .writer import write_json
+from .atomic import replacing, write_json, write_text
 
 CHUNK_ROWS = 8192  # texts per classifier call: bounds memory and paces the progress bar
 
@@ -77,9 +76,7 @@ def evaluate(
 def _write_csv(path: Path, rows: list[list[Any]]) -> None:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(buffer.getvalue())
-    os.replace(temp, path)
+    write_text(path, buffer.getvalue())
 
 
 def save_report(result: dict[str, Any], folder: Path) -> None:
@@ -120,6 +117,5 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path, title: str
         for j in range(len(labels)):
             ax.text(j, i, f"{matrix[i, j]:,}", ha="center", va="center", fontsize=8,
                     color="white" if shares[i, j] > 0.5 else "black")
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(temp, dpi=120)
-    os.replace(temp, path)
+    with replacing(path) as temp:
+        fig.savefig(temp, dpi=120, format="png")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .checkpoint import EMOTIONS
+from .emotions import EMOTIONS
 from .errors import InputError
 from .text import OK, prepare
 

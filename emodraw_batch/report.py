@@ -18,35 +18,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import stats as st
+from .emotions import COLORS
+from .atomic import replacing
+from .layout import layout
+from .text import OK
 
 if TYPE_CHECKING:
     import polars as pl
     from matplotlib.figure import Figure
     from rich.table import Table
 
-CHARTS_DIR = "charts"
 MAX_GROUPS = 25  # bars per group chart; more would not be readable at a glance
-# One colour per emotion, the same in every chart (Tableau-like hues that read well on white).
-EMOTION_COLORS = {
-    "sadness": "#4E79A7",
-    "joy": "#EDC948",
-    "love": "#E377C2",
-    "anger": "#E15759",
-    "fear": "#8C6BB1",
-    "surprise": "#F28E2B",
-}
 _SPARE_COLORS = ("#59A14F", "#76B7B2", "#9C755F", "#BAB0AC", "#17BECF", "#BCBD22", "#7F7F7F")
 
 
 def colors(labels: list[str]) -> dict[str, str]:
     """Fixed colours for the six emotions; other labels get spare colours in label order."""
     spare = iter(_SPARE_COLORS * (len(labels) // len(_SPARE_COLORS) + 1))
-    return {label: EMOTION_COLORS.get(label) or next(spare) for label in labels}
+    return {label: COLORS.get(label) or next(spare) for label in labels}
 
 
 def ensure_stats(out_dir: str | Path) -> dict[str, Any]:
     """`DIR/stats/summary.json`, computing the statistics first (with the run's options) when missing."""
-    if not (Path(out_dir) / st.STATS_DIR / "summary.json").is_file():
+    if not layout(out_dir).stats_summary.is_file():
         return st.write(st.compute(out_dir, **st.run_options(out_dir)), out_dir)
     return st.read_summary(out_dir)
 
@@ -57,28 +51,24 @@ def build(out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     summary = ensure_stats(out)
-    folder = out / CHARTS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.png"):  # charts of an earlier --group-by must not linger
-        old.unlink()
     palette = colors(summary["labels"])
-    stats_dir = out / st.STATS_DIR
+    stats_dir = layout(out).stats
     charts: list[tuple[str, str]] = []
-
-    _save(overall_chart(summary, palette), folder / "overall.png")
-    charts.append(("overall.png", "Emotion shares over all classified rows"))
-    if summary.get("time"):
-        over_time = pl.read_parquet(stats_dir / summary["time"]["table"])
-        _save(time_chart(over_time, summary, palette), folder / "over_time.png")
-        charts.append(("over_time.png", f"Emotion shares per {summary['time']['every']} of {summary['time']['column']}"))
-    for column, info in summary.get("group_by", {}).items():
-        name = Path(info["table"]).with_suffix(".png").name
-        _save(group_chart(pl.read_parquet(stats_dir / info["table"]), column, summary, palette), folder / name)
-        charts.append((name, f"Emotion shares by {column}"))
-
-    page = folder / "report.html"
-    page.write_text(render_html(summary, charts, palette, out))
-    return page
+    # A new folder swapped in whole: charts of an earlier --group-by never linger.
+    with replacing(layout(out).charts) as folder:
+        folder.mkdir()
+        _save(overall_chart(summary, palette), folder / "overall.png")
+        charts.append(("overall.png", "Emotion shares over all classified rows"))
+        if summary.get("time"):
+            over_time = pl.read_parquet(stats_dir / summary["time"]["table"])
+            _save(time_chart(over_time, summary, palette), folder / "over_time.png")
+            charts.append(("over_time.png", f"Emotion shares per {summary['time']['every']} of {summary['time']['column']}"))
+        for column, info in summary.get("group_by", {}).items():
+            name = Path(info["table"]).with_suffix(".png").name
+            _save(group_chart(pl.read_parquet(stats_dir / info["table"]), column, summary, palette), folder / name)
+            charts.append((name, f"Emotion shares by {column}"))
+        (folder / "report.html").write_text(render_html(summary, charts, palette, out))
+    return layout(out).charts / "report.html"
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -271,7 +261,7 @@ def console_tables(stats: st.Stats, max_rows: int = 30) -> list[Table]:
     from rich.table import Table
 
     classified = stats.classified
-    unclassified = {s: n for s, n in stats.status.iter_rows() if s != st.OK}
+    unclassified = {s: n for s, n in stats.status.iter_rows() if s != OK}
     caption = f"{stats.rows:,} rows; not classified (no text): {unclassified or 'none'}"
     overall = Table(title=f"Emotions over {classified:,} classified rows", caption=caption)
     for name in ("emotion", "rows", "share", "mean score", "median score"):

@@ -16,10 +16,10 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from .errors import OutputError
+from .layout import RUN_FILE, WRITTEN
 from .reader import Inputs, Shard
-from .writer import write_json
+from .atomic import write_json
 
-RUN_FILE = "run.json"
 
 
 def job_record(inputs: Inputs, fingerprint: dict[str, Any], shards: list[Shard]) -> dict[str, Any]:
@@ -46,10 +46,12 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def clear(out_dir: Path) -> None:
     """Remove everything a run writes (for --overwrite), and nothing else."""
-    for folder in ("labels", "stats", "charts"):
-        shutil.rmtree(out_dir / folder, ignore_errors=True)
-    for name in (RUN_FILE, "manifest.json"):
-        (out_dir / name).unlink(missing_ok=True)
+    for name in WRITTEN:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def start(out_dir: Path, record: dict[str, Any], shards: list[Shard], overwrite: bool) -> list[Shard]:

@@ -22,11 +22,13 @@ import pyarrow.parquet as pq
 from . import __version__, resume, stats
 from .config import RunConfig
 from .errors import InputError, OutputError
+from .layout import STATS, STATS_SUMMARY
 from .model import EmotionClassifier, Prediction, cached_classifier, resolve_device, resolve_precision
 from .prefetch import SerialWorker, prefetch
 from .reader import Inputs, Shard, plan_shards, read_windows, scan
 from .text import OK, prepare
-from .writer import ADDED, AtomicParquetWriter, label_table, output_schema, write_json
+from .atomic import write_json
+from .writer import ADDED, AtomicParquetWriter, label_table, output_schema
 
 OnRows = Callable[[int], None]
 # Windows read and tokenized ahead of the model (and written behind it); 0 runs all stages inline.
@@ -287,7 +289,7 @@ def finish(plan: Plan, results: list[ShardResult], seconds: float, model: dict[s
         "model": model,
         "outputs": [asdict(r) for r in results],
         "summary": summary.to_dict(),
-        "stats": f"{stats.STATS_DIR}/summary.json",
+        "stats": f"{STATS}/{STATS_SUMMARY}",
     }
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(plan.out_dir / "manifest.json", manifest)

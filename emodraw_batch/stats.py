@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,16 +28,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import ConfigError, InputError, OutputError
-from .writer import write_json
+from .atomic import replacing, write_json
+from .layout import STATS_SUMMARY, layout
+from .text import OK
 
 if TYPE_CHECKING:
     import polars as pl
 
     from .config import RunConfig
 
-STATS_DIR = "stats"
-LABELS_GLOB = "labels/*.parquet"
-OK = "ok"
 # polars duration strings for datetimes (`1h`, `1d`, `1w`, `1mo`, `1d12h`, ...); the integer-index
 # unit `i` is left out on purpose because it means nothing for a time column.
 _DURATION = re.compile(r"(?:\d+(?:ns|us|ms|s|m|h|d|w|mo|q|y))+")
@@ -165,8 +163,8 @@ def scan_labels(out_dir: str | Path) -> pl.LazyFrame:
     """All labelled rows of an output as one LazyFrame (no data read yet)."""
     import polars as pl
 
-    labels = Path(out_dir) / "labels"
-    if not any(labels.glob("*.parquet")):
+    labels = layout(out_dir).labels
+    if not layout(out_dir).shard_files():
         raise OutputError(
             f"{str(out_dir)!r} holds no labelled output ({str(labels)!r} has no .parquet files). "
             "Pass the folder given to `emodraw-batch run --output`, after the run has finished."
@@ -176,7 +174,7 @@ def scan_labels(out_dir: str | Path) -> pl.LazyFrame:
 
 def labels_schema(out_dir: str | Path) -> pa.Schema:
     """The output schema (every file of an output shares it; see writer.output_schema)."""
-    first = min((Path(out_dir) / "labels").glob("*.parquet"))
+    first = layout(out_dir).shard_files()[0]
     return pq.read_schema(first).remove_metadata()
 
 
@@ -276,22 +274,17 @@ def _fill_buckets(counts: pl.DataFrame, labels: list[str], every: str) -> pl.Dat
 
 def write(stats: Stats, out_dir: str | Path) -> dict[str, Any]:
     """Write `out_dir/stats/` (replacing an earlier one as a whole) and return the summary."""
-    out = Path(out_dir)
-    temp = out / f".{STATS_DIR}.{os.getpid()}.tmp"
-    shutil.rmtree(temp, ignore_errors=True)
-    temp.mkdir(parents=True)
-    stats.status.write_parquet(temp / "status.parquet")
-    stats.overall.write_parquet(temp / "overall.parquet")
-    for column, frame in stats.groups.items():
-        frame.write_parquet(temp / table_name(column))
-    if stats.over_time is not None:
-        stats.over_time.write_parquet(temp / "over_time.parquet")
     summary = stats.summary()
-    write_json(temp / "summary.json", summary)
-    # Swap the whole folder, so tables of an earlier --group-by never linger beside new ones.
-    final = out / STATS_DIR
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(temp, final)
+    # Swapped in as a whole folder, so tables of an earlier --group-by never linger beside new ones.
+    with replacing(layout(out_dir).stats) as temp:
+        temp.mkdir()
+        stats.status.write_parquet(temp / "status.parquet")
+        stats.overall.write_parquet(temp / "overall.parquet")
+        for column, frame in stats.groups.items():
+            frame.write_parquet(temp / table_name(column))
+        if stats.over_time is not None:
+            stats.over_time.write_parquet(temp / "over_time.parquet")
+        write_json(temp / STATS_SUMMARY, summary)
     return summary
 
 
@@ -303,7 +296,7 @@ def write_stats(out_dir: str | Path, config: RunConfig) -> dict[str, Any]:
 
 def read_summary(out_dir: str | Path) -> dict[str, Any]:
     """`DIR/stats/summary.json` as written by `write`."""
-    path = Path(out_dir) / STATS_DIR / "summary.json"
+    path = layout(out_dir).stats_summary
     if not path.is_file():
         raise OutputError(
             f"{str(path)!r} does not exist. Compute the statistics first with `emodraw-batch stats {out_dir}`."
@@ -313,7 +306,7 @@ def read_summary(out_dir: str | Path) -> dict[str, Any]:
 
 def run_options(out_dir: str | Path) -> dict[str, Any]:
     """The run's group_by / time_column / every from `DIR/manifest.json` (defaults when absent)."""
-    manifest = Path(out_dir) / "manifest.json"
+    manifest = layout(out_dir).manifest
     config = json.loads(manifest.read_text()).get("config", {}) if manifest.is_file() else {}
     return {
         "group_by": tuple(config.get("group_by") or ()),

@@ -31,7 +31,7 @@ from .batching import length_order, pack
 from .errors import ConfigError, OutputError
 from .labelled import Labelled, check_known, label_order, read_labelled
 from .metrics import report
-from .writer import write_json
+from .atomic import write_json
 
 LAST = "last"
 STATE = "trainer_state.json"

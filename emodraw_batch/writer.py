@@ -1,14 +1,11 @@
-"""Build the labelled table and write it so that no partial file is ever visible.
+"""Build the labelled table (the output contract) and stream it into one Parquet file per shard.
 
-Each output file is written under a hidden temporary name (`.part-....tmp`,
-which Parquet readers and `*.parquet` globs skip) and renamed when complete;
-a rename within one folder is atomic.
+No partial file is ever visible: see atomic.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import replacing
 from .model import Prediction
 from .text import OK
 
@@ -73,14 +71,13 @@ def label_table(
 
 
 class AtomicParquetWriter:
-    """Stream tables into `folder/.name.tmp`, then rename to `folder/name` on success."""
+    """Stream tables into a hidden temporary file that becomes `folder/name` only when complete."""
 
     def __init__(self, folder: Path, name: str, schema: pa.Schema) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.final = folder / name
-        self.temp = folder / f".{name}.{os.getpid()}.tmp"
         self.schema = schema
         self.rows = 0
+        self._target = replacing(folder / name)
+        self.temp = self._target.__enter__()
         self._writer = pq.ParquetWriter(self.temp, schema, compression="zstd")
 
     def write(self, table: pa.Table) -> None:
@@ -90,18 +87,6 @@ class AtomicParquetWriter:
     def __enter__(self) -> AtomicParquetWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self._writer.close()
-        if exc_type is not None:
-            self.temp.unlink(missing_ok=True)
-            return
-        with open(self.temp, "rb") as fh:
-            os.fsync(fh.fileno())  # the data is on disk before the name says it is complete
-        os.replace(self.temp, self.final)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(temp, path)
+        self._target.__exit__(exc_type, exc, tb)

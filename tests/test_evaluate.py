@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_texts
-from emodraw_batch.checkpoint import EMOTIONS
+from emodraw_batch.emotions import EMOTIONS
 from emodraw_batch.errors import InputError
 from emodraw_batch.evaluate import evaluate
 from emodraw_batch.metrics import confusion_matrix, report

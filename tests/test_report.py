@@ -16,7 +16,8 @@ from conftest import make_texts, write_corpus
 from typer.testing import CliRunner
 
 from emodraw_batch.cli import app
-from emodraw_batch.report import EMOTION_COLORS, colors
+from emodraw_batch.emotions import COLORS as EMOTION_COLORS
+from emodraw_batch.report import colors
 
 CHARTS = {"overall.png", "over_time.png", "by_source.png", "by_product_id.png"}
 

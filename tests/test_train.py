@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from emodraw_batch.checkpoint import EMOTIONS
+from emodraw_batch.emotions import EMOTIONS
 from emodraw_batch.errors import ConfigError, InputError, OutputError
 from emodraw_batch.labelled import label_order, read_labelled
 from emodraw_batch.train import TrainCallbacks, TrainConfig, bucketed_batches, make_config, train
