@@ -6,6 +6,7 @@ Unknown keys are errors, so a typo in `configs/*.toml` never silently does nothi
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,14 @@ else:  # pragma: no cover - Python 3.10
 
 DEFAULT_MODEL = "bhadresh-savani/albert-base-v2-emotion"
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+
+
+def check_device(cls: Any, value: str) -> str:
+    """A pydantic validator for every `device` setting: auto, cpu, cuda or cuda:N."""
+    ok = value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
+    if not ok:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {value!r}")
+    return value
 
 
 class RunConfig(BaseModel):
@@ -58,13 +67,7 @@ class RunConfig(BaseModel):
     retries: int = Field(2, ge=0)
     retry_delay: float = Field(10.0, ge=0)
 
-    @field_validator("device")
-    @classmethod
-    def _check_device(cls, value: str) -> str:
-        ok = value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
-        if not ok:
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {value!r}")
-        return value
+    _check_device = field_validator("device")(check_device)
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that change the labels; a resumed run must match them exactly."""
@@ -73,15 +76,16 @@ class RunConfig(BaseModel):
         )
 
 
-def _explain(error: ValidationError, source: str) -> ConfigError:
+def explain(error: ValidationError, source: str, known: Iterable[str]) -> ConfigError:
+    """A pydantic ValidationError as one paragraph: each bad key, what was received, the known keys."""
     lines = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
-            known = ", ".join(RunConfig.model_fields)
-            lines.append(f"unknown key {where!r} (known keys: {known})")
+            lines.append(f"unknown key {where!r} (known keys: {', '.join(known)})")
         else:
-            lines.append(f"{where}: {item['msg']} (got {item.get('input')!r})")
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {message} (got {item.get('input')!r})")
     return ConfigError(f"Invalid configuration in {source}: " + "; ".join(lines) + ". Fix or remove these keys.")
 
 
@@ -104,4 +108,4 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     try:
         return RunConfig(**values)
     except ValidationError as exc:
-        raise _explain(exc, str(path) if path else "command-line flags") from None
+        raise explain(exc, str(path) if path else "command-line flags", RunConfig.model_fields) from None
