@@ -207,7 +207,7 @@ def last_json(stdout: str) -> dict[str, Any]:
 
 def emodraw_cmd() -> list[str]:
     script = Path(sys.executable).with_name("emodraw-batch")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "emodraw_batch.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "emodraw_cli.app"]
 
 
 def run_emodraw(corpus: Path, out: Path, model: Path, device: str, precision: str, env: dict[str, str]) -> dict[str, Any]:

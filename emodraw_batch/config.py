@@ -1,6 +1,9 @@
-"""The one frozen run configuration: defaults, then a TOML file, then CLI flags.
+"""The labelling settings (`RunConfig`): defaults, then a TOML file, then CLI flags.
 
-Unknown keys are errors, so a typo in `configs/*.toml` never silently does nothing.
+The field defaults below are the one table of defaults: the CLI's help reads them
+(`default`). Unknown keys are errors, so a typo in `configs/*.toml` never silently
+does nothing. Where the work runs (engine, workers...) is not the package's business:
+those settings live in `flows/settings.py`, which reads the same TOML file.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -21,6 +24,7 @@ else:  # pragma: no cover - Python 3.10
 
 DEFAULT_MODEL = "bhadresh-savani/albert-base-v2-emotion"
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+M = TypeVar("M", bound=BaseModel)
 
 
 def check_device(cls: Any, value: str) -> str:
@@ -57,15 +61,6 @@ class RunConfig(BaseModel):
     group_by: tuple[str, ...] = ()
     time_column: str | None = None
     every: str = "1d"
-    # Where shard tasks run (see flows/engines.py); none of these change the labels.
-    engine: Literal["local", "dask"] = "local"
-    # Dask worker processes (default: one per GPU, else cores // 4); the local engine has one.
-    workers: int | None = Field(None, ge=1)
-    # Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (needs engine = "dask").
-    address: str | None = None
-    # A shard task that fails is retried this often, after retry_delay seconds (user errors never are).
-    retries: int = Field(2, ge=0)
-    retry_delay: float = Field(10.0, ge=0)
 
     _check_device = field_validator("device")(check_device)
 
@@ -89,6 +84,11 @@ def explain(error: ValidationError, source: str, known: Iterable[str]) -> Config
     return ConfigError(f"Invalid configuration in {source}: " + "; ".join(lines) + ". Fix or remove these keys.")
 
 
+def default(model: type[BaseModel], name: str) -> Any:
+    """The default of one setting, for help texts: `default(RunConfig, "max_length")` -> 128."""
+    return model.model_fields[name].default
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a config file; the keys may sit at the top level or under [run]."""
     path = Path(path)
@@ -101,11 +101,20 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     return dict(data.get("run", data)) if set(data) <= {"run"} else data
 
 
+def build(model: type[M], values: dict[str, Any], source: str, known: Iterable[str] | None = None) -> M:
+    """A settings model from `values`, or one ConfigError naming every bad key and the fix."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise explain(exc, source, known or model.model_fields) from None
+
+
+def source_of(path: str | Path | None) -> str:
+    return str(path) if path else "command-line flags"
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     """Defaults < TOML file < overrides; overrides that are None are not set."""
     values: dict[str, Any] = read_toml(path) if path else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return RunConfig(**values)
-    except ValidationError as exc:
-        raise explain(exc, str(path) if path else "command-line flags", RunConfig.model_fields) from None
+    return build(RunConfig, values, source_of(path))

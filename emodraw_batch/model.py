@@ -9,8 +9,8 @@ from __future__ import annotations
 import itertools
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -384,7 +384,28 @@ class EmotionClassifier:
         }
 
 
-@lru_cache(maxsize=2)
-def cached_classifier(**kwargs: Any) -> EmotionClassifier:
+# This process's classifiers by settings, and how often each was loaded: a worker loads once.
+_CACHE: dict[tuple[tuple[str, Any], ...], EmotionClassifier] = {}
+_LOADS: Counter[tuple[tuple[str, Any], ...]] = Counter()
+CACHE_SIZE = 2
+
+
+def cached_classifier(**settings: Any) -> EmotionClassifier:
     """One classifier per process and settings: a worker reuses it for every shard it runs."""
-    return EmotionClassifier(**kwargs)
+    key = tuple(sorted(settings.items()))
+    if key not in _CACHE:
+        while len(_CACHE) >= CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))  # the oldest: a process rarely needs more than one model
+        _CACHE[key] = EmotionClassifier(**settings)
+        _LOADS[key] += 1
+    return _CACHE[key]
+
+
+def load_count(**settings: Any) -> int:
+    """How often this process has loaded the classifier for these settings (1: loaded once, reused)."""
+    return _LOADS[tuple(sorted(settings.items()))]
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+    _LOADS.clear()

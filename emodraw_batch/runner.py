@@ -1,7 +1,7 @@
-"""The batch job without any orchestrator: plan shards, label each one, finish.
+"""The batch job without any orchestrator: validate, plan, label each shard, finish.
 
-`flows/` wraps exactly these three steps in Prefect tasks; the package itself
-never imports Prefect, so it runs and tests on its own.
+`flows/` wraps exactly these steps in Prefect tasks; the package itself never
+imports Prefect, so it runs and tests on its own (`run`).
 """
 
 from __future__ import annotations
@@ -16,58 +16,23 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from . import __version__, resume, stats
-from .config import RunConfig
-from .errors import InputError, OutputError
-from .layout import STATS, STATS_SUMMARY
-from .model import EmotionClassifier, Prediction, cached_classifier, resolve_device, resolve_precision
-from .prefetch import SerialWorker, prefetch
-from .reader import Inputs, Shard, plan_shards, read_windows, scan
-from .text import OK, prepare
+from . import __version__, stats
 from .atomic import write_json
-from .writer import ADDED, AtomicParquetWriter, label_table, output_schema
+from .config import RunConfig
+from .errors import OutputError
+from .layout import LABELS, STATS, STATS_SUMMARY, Layout, layout
+from .model import EmotionClassifier, Prediction, cached_classifier
+from .plan import Plan, ShardResult, plan
+from .prefetch import SerialWorker, prefetch
+from .reader import Shard, read_windows
+from .text import OK, prepare
+from .validate import validate
+from .writer import AtomicParquetWriter, label_table, output_schema, read_metadata
 
 OnRows = Callable[[int], None]
 # Windows read and tokenized ahead of the model (and written behind it); 0 runs all stages inline.
 OVERLAP_WINDOWS = 1
-
-
-
-
-@dataclass
-class ShardResult:
-    """What a shard task returns: where its output is and small counts, never data."""
-
-    output: str
-    input: str
-    row_groups: tuple[int, int]
-    rows: int
-    emotions: dict[str, int]
-    status: dict[str, int]
-    truncated: int
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a run will do: the validated inputs, all their shards, and which are already done.
-
-    `done` holds the results of shards whose output file a previous (crashed) run
-    of the same job left complete; only `todo` needs to run.
-    """
-
-    inputs: Inputs
-    shards: list[Shard]
-    out_dir: Path
-    config: RunConfig
-    done: dict[str, ShardResult] = field(default_factory=dict)
-
-    @property
-    def todo(self) -> list[Shard]:
-        return [s for s in self.shards if s.name not in self.done]
 
 
 @dataclass
@@ -92,85 +57,22 @@ class Summary:
         return asdict(self)
 
 
+def classifier_settings(config: RunConfig) -> dict[str, Any]:
+    """The EmotionClassifier arguments that `config` decides."""
+    return {
+        "model": config.model,
+        "revision": config.revision,
+        "device": config.device,
+        "precision": config.precision,
+        "max_length": config.max_length,
+        "batch_tokens": config.batch_tokens,
+        "allow_pickle": config.allow_pickle,
+    }
+
+
 def classifier_for(config: RunConfig) -> EmotionClassifier:
     """The process-wide classifier for these settings (loaded once, reused by every shard)."""
-    return cached_classifier(
-        model=config.model,
-        revision=config.revision,
-        device=config.device,
-        precision=config.precision,
-        max_length=config.max_length,
-        batch_tokens=config.batch_tokens,
-        allow_pickle=config.allow_pickle,
-    )
-
-
-def job_fingerprint(config: RunConfig) -> dict[str, Any]:
-    """The settings that change the labels, with precision `auto` resolved for this machine.
-
-    Unresolved, a job that crashed on a GPU (auto = bf16) and is rerun on a CPU (auto = fp32)
-    would resume as "the same job" and mix two precisions in one output folder.
-    """
-    fingerprint = config.fingerprint()
-    if config.precision == "auto":
-        # Only device `auto` needs torch (to look for a GPU); a named device decides by its name.
-        device = resolve_device("auto") if config.device == "auto" else config.device
-        fingerprint["precision"] = resolve_precision("auto", device)
-    return fingerprint
-
-
-def _check_output_dir(out_dir: Path, inputs: Inputs) -> None:
-    out = out_dir.absolute()
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"Output {str(out_dir)!r} is a file; pass a folder with --output DIR.")
-    for f in inputs.files:
-        if "://" in f.path:
-            continue
-        source = Path(f.path).absolute()
-        if source == out or out in source.parents:
-            raise OutputError(
-                f"Input file {f.path!r} lies inside the output folder {str(out_dir)!r}; outputs would mix with "
-                "inputs. Choose an output folder outside the input folders."
-            )
-
-
-def plan(specs: Sequence[str], out_dir: str | Path, config: RunConfig, overwrite: bool = False) -> Plan:
-    """Validate every input (before any model loads), cut the corpus into shards, find finished ones."""
-    inputs = scan(
-        specs,
-        config.text_column,
-        id_column=config.id_column,
-        cast_text=config.cast_text,
-        skip_bad_files=config.skip_bad_files,
-    )
-    out = Path(out_dir)
-    _check_output_dir(out, inputs)
-    clash = [c for f in inputs.files for c in f.schema.names if c in ADDED or c.startswith("prob_")]
-    if clash:
-        raise InputError(
-            f"Input columns {sorted(set(clash))} clash with the output columns emodraw-batch adds "
-            f"({', '.join(ADDED)}, prob_<label>). Rename them in the input, or drop them before labelling."
-        )
-    stats.check_options(inputs.schema, config.group_by, config.time_column, config.every)
-    shards = plan_shards(inputs, config.shard_rows)
-    finished = resume.start(out, resume.job_record(inputs, job_fingerprint(config), shards), shards, overwrite)
-    return Plan(inputs, shards, out, config, {s.name: _result_from_file(s, out) for s in finished})
-
-
-def _result_from_file(shard: Shard, out_dir: Path) -> ShardResult:
-    """Rebuild a finished shard's counts from its output file (a resumed run reports whole-job numbers)."""
-    table = pq.read_table(out_dir / "labels" / shard.name, columns=["emotion", "status", "truncated"])
-    emotions = Counter(e for e in table["emotion"].to_pylist() if e is not None)
-    return ShardResult(
-        output=f"labels/{shard.name}",
-        input=shard.path,
-        row_groups=(shard.start, shard.stop),
-        rows=table.num_rows,
-        emotions=dict(emotions),
-        status=dict(Counter(table["status"].to_pylist())),
-        truncated=int(pc.sum(table["truncated"]).as_py() or 0),
-        seconds=0.0,
-    )
+    return cached_classifier(**classifier_settings(config))
 
 
 def label_shard(
@@ -208,7 +110,7 @@ def label_shard(
     def write(table: pa.Table, status: np.ndarray, prediction: Prediction) -> None:
         writer.write(label_table(table, status, prediction, clf.labels, schema))
 
-    with AtomicParquetWriter(Path(out_dir) / "labels", shard.name, schema) as writer:
+    with AtomicParquetWriter(layout(out_dir).labels, shard.name, schema) as writer:
         with SerialWorker(enabled=OVERLAP_WINDOWS > 0) as behind:
             for table, status, ids, cut in prefetch(encoded(), OVERLAP_WINDOWS):
                 n_tokens = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
@@ -222,7 +124,7 @@ def label_shard(
                     on_rows(table.num_rows)
     emotions_found = {label: int(c) for label, c in zip(clf.labels, emotions) if c}
     return ShardResult(
-        output=f"labels/{shard.name}",
+        output=f"{LABELS}/{shard.name}",
         input=shard.path,
         row_groups=(shard.start, shard.stop),
         rows=writer.rows,
@@ -241,6 +143,7 @@ def summarize(plan: Plan, results: list[ShardResult], seconds: float) -> Summary
         statuses.update(r.status)
     rows = sum(r.rows for r in results)
     labelled = sum(emotions.values())
+    inputs = plan.job.inputs
     return Summary(
         rows=rows,
         seconds=round(seconds, 3),
@@ -249,51 +152,69 @@ def summarize(plan: Plan, results: list[ShardResult], seconds: float) -> Summary
         shares={k: round(v / labelled, 4) for k, v in emotions.most_common()} if labelled else {},
         status=dict(statuses),
         truncated=sum(r.truncated for r in results),
-        files=len(plan.inputs.files),
+        files=len(inputs.files),
         outputs=len(results),
         resumed=len(plan.done),
-        skipped_files=plan.inputs.skipped,
-        output_dir=str(plan.out_dir),
+        skipped_files=inputs.skipped,
+        output_dir=str(plan.job.out.root),
     )
 
 
-def count_duplicates(labels: Path, id_column: str) -> int:
+def count_duplicates(out: Layout, id_column: str) -> int:
     """Rows whose id is not unique, computed lazily by polars over the written labels."""
     import polars as pl
 
-    if not any(labels.glob("*.parquet")):
+    if not out.shard_files():
         return 0
-    frame = pl.scan_parquet(labels / "*.parquet").select(pl.col(id_column).is_duplicated().sum()).collect()
+    frame = pl.scan_parquet(out.labels / "*.parquet").select(pl.col(id_column).is_duplicated().sum()).collect()
     return int(frame.item())
 
 
-def finish(plan: Plan, results: list[ShardResult], seconds: float, model: dict[str, Any]) -> Summary:
-    """Merge with resumed shards, check rows in = rows out, write the manifest, return the summary."""
+def written_model(out: Layout) -> dict[str, Any]:
+    """The model description stored in an output file: a rerun with nothing left to label loads no model."""
+    metadata = read_metadata(out.shard_files()[0])
+    return {k: v for k, v in metadata.items() if k not in ("emodraw_batch", "config")}
+
+
+def finish(
+    plan: Plan,
+    results: list[ShardResult],
+    seconds: float,
+    model: dict[str, Any] | None = None,
+    engine: dict[str, Any] | None = None,
+) -> Summary:
+    """Merge with resumed shards, check rows in = rows out, write the manifest and statistics.
+
+    `model` is the description of the classifier that labelled `results`; without one (every
+    shard was done before) it is read from the output files. `engine` is what ran the shards
+    (recorded as given, for the reader of the manifest).
+    """
+    job = plan.job
     results = sorted([*plan.done.values(), *results], key=lambda r: r.output)
-    expected = {s.name: s.rows for s in plan.shards}
+    expected = {s.name: s.rows for s in job.shards}
     got = {Path(r.output).name: r.rows for r in results}
     if got != expected:
         raise OutputError(
-            f"Row count check failed: planned {expected} but wrote {got}. The output in {str(plan.out_dir)!r} "
+            f"Row count check failed: planned {expected} but wrote {got}. The output in {str(job.out.root)!r} "
             "is incomplete; rerun the same command."
         )
     summary = summarize(plan, results, seconds)
-    if plan.config.id_column:
-        summary.duplicate_ids = count_duplicates(plan.out_dir / "labels", plan.config.id_column)
+    if job.config.id_column:
+        summary.duplicate_ids = count_duplicates(job.out, job.config.id_column)
     manifest = {
         "emodraw_batch": __version__,
-        "inputs": [{"path": f.path, "rows": f.num_rows, "row_groups": len(f.row_groups)} for f in plan.inputs.files],
-        "skipped_files": plan.inputs.skipped,
-        "config": plan.config.model_dump(mode="json"),
-        "fingerprint": job_fingerprint(plan.config),
-        "model": model,
+        "inputs": [{"path": f.path, "rows": f.num_rows, "row_groups": len(f.row_groups)} for f in job.inputs.files],
+        "skipped_files": job.inputs.skipped,
+        "config": job.config.model_dump(mode="json"),
+        "engine": engine or {"engine": "local"},
+        "fingerprint": job.record["fingerprint"],
+        "model": model if model is not None else written_model(job.out),
         "outputs": [asdict(r) for r in results],
         "summary": summary.to_dict(),
         "stats": f"{STATS}/{STATS_SUMMARY}",
     }
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(plan.out_dir / "manifest.json", manifest)
-    stats.write_stats(plan.out_dir, plan.config)
+    write_json(job.out.manifest, manifest)
+    stats.write_stats(job.out.root, job.config)
     return summary
 
 
@@ -302,14 +223,13 @@ def run(
     out_dir: str | Path,
     config: RunConfig,
     overwrite: bool = False,
-    on_plan: Callable[[Plan], None] | None = None,
     on_rows: OnRows | None = None,
 ) -> Summary:
-    """Plan, label every unfinished shard in this process, finish. The Prefect flow runs the same steps."""
+    """Validate, plan, label every unfinished shard in this process, finish (the flow's steps, without Prefect)."""
     started = time.perf_counter()
-    job = plan(specs, out_dir, config, overwrite)
-    if on_plan:
-        on_plan(job)
+    planned = plan(validate(specs, out_dir, config, overwrite))
+    if not planned.todo:
+        return finish(planned, [], time.perf_counter() - started)
     clf = classifier_for(config)
-    results = [label_shard(s, config, out_dir, on_rows, clf) for s in job.todo]
-    return finish(job, results, time.perf_counter() - started, clf.describe())
+    results = [label_shard(s, config, out_dir, on_rows, clf) for s in planned.todo]
+    return finish(planned, results, time.perf_counter() - started, clf.describe())

@@ -11,7 +11,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 OK, NULL, EMPTY, BLANK = "ok", "null", "empty", "blank"
-STATUSES = (OK, NULL, EMPTY, BLANK)
 
 # Zero-width characters and the byte-order mark carry no meaning for the model.
 _ZERO_WIDTH = r"[\x{200B}-\x{200D}\x{2060}\x{FEFF}]"

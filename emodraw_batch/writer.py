@@ -38,6 +38,11 @@ def output_schema(input_schema: pa.Schema, prob_columns: list[str], metadata: di
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, default=str).encode()})
 
 
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """What `output_schema` stored in a written file: version, model description, settings."""
+    return json.loads(pq.read_schema(path).metadata[METADATA_KEY])
+
+
 def label_table(
     table: pa.Table, status: np.ndarray, prediction: Prediction, labels: list[str], schema: pa.Schema
 ) -> pa.Table:

@@ -16,8 +16,9 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from emodraw_batch.config import RunConfig
 from emodraw_batch.errors import ConfigError
+
+from .settings import EngineConfig
 
 if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
@@ -56,37 +57,6 @@ def this_machine(device: str) -> Machine:
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return Machine(os.cpu_count() or 1, gpus, importlib.util.find_spec("dask_cuda") is not None)
-
-
-def check(config: RunConfig) -> None:
-    """Reject engine settings that cannot work, before Prefect or any worker starts."""
-    if config.engine == "local":
-        if config.address:
-            raise ConfigError(
-                f"--address {config.address} was given with the local engine, which runs in this process. "
-                "Add --engine dask to run on that Dask cluster, or drop --address."
-            )
-        if config.workers not in (None, 1):
-            raise ConfigError(
-                f"--workers {config.workers} needs --engine dask: the local engine labels the shards one after "
-                "another in this process on one device. Add --engine dask, or drop --workers."
-            )
-        return
-    if config.device.startswith("cuda:"):
-        raise ConfigError(
-            f"--device {config.device} cannot be used with --engine dask: each Dask GPU worker is pinned to its "
-            "own GPU and sees it as its only device. Use --device auto (or cuda) with --engine dask."
-        )
-    if config.address and config.workers is not None:
-        raise ConfigError(
-            f"--workers {config.workers} cannot size an existing cluster at {config.address}; its workers were "
-            "started with `dask worker` / `dask cuda worker`. Drop --workers, or drop --address to start "
-            "a local cluster."
-        )
-    if config.address and "://" not in config.address:
-        raise ConfigError(
-            f"--address {config.address!r} is not a Dask scheduler address; pass one such as tcp://10.0.0.5:8786."
-        )
 
 
 def local_cluster(workers: int | None, device: str, machine: Machine) -> ClusterSpec:
@@ -128,28 +98,27 @@ def local_cluster(workers: int | None, device: str, machine: Machine) -> Cluster
     )
 
 
-def describe(config: RunConfig, spec: ClusterSpec | None = None) -> str:
+def describe(engine: EngineConfig, spec: ClusterSpec | None = None) -> str:
     """One line for the log: where the shards run."""
-    if config.engine == "local":
+    if engine.engine == "local":
         return "local engine: shards run one after another in this process"
-    if config.address:
-        return f"dask engine: existing cluster at {config.address}"
+    if engine.address:
+        return f"dask engine: existing cluster at {engine.address}"
     assert spec is not None
     kind = "GPU" if spec.cluster_class.startswith("dask_cuda") else "CPU"
     return f"dask engine: {spec.cluster_class} with {spec.workers} {kind} worker process(es)"
 
 
-def task_runner(config: RunConfig) -> tuple[TaskRunner, str]:
-    """The Prefect task runner for `config.engine`, and a line saying where the shards run."""
-    check(config)
-    if config.engine == "local":
+def task_runner(engine: EngineConfig, device: str) -> tuple[TaskRunner, str]:
+    """The Prefect task runner for `engine` (checked by settings.check), and a line saying where the shards run."""
+    if engine.engine == "local":
         from prefect.task_runners import ThreadPoolTaskRunner
 
         # One thread next to the flow: shards run one by one on this process's single model.
-        return ThreadPoolTaskRunner(max_workers=1), describe(config)
+        return ThreadPoolTaskRunner(max_workers=1), describe(engine)
     from prefect_dask import DaskTaskRunner
 
-    if config.address:
-        return DaskTaskRunner(address=config.address), describe(config)
-    spec = local_cluster(config.workers, config.device, this_machine(config.device))
-    return DaskTaskRunner(cluster_class=spec.cluster_class, cluster_kwargs=spec.kwargs), describe(config, spec)
+    if engine.address:
+        return DaskTaskRunner(address=engine.address), describe(engine)
+    spec = local_cluster(engine.workers, device, this_machine(device))
+    return DaskTaskRunner(cluster_class=spec.cluster_class, cluster_kwargs=spec.kwargs), describe(engine, spec)

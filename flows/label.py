@@ -7,16 +7,14 @@ counts, never data. Where the shard tasks run is the config's engine (flows.engi
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+import datetime as dt
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -26,13 +24,16 @@ from prefect.futures import as_completed
 from prefect.settings import PREFECT_API_URL
 
 from emodraw_batch import runner
-from emodraw_batch.config import RunConfig, load_config
+from emodraw_batch.config import RunConfig
+from emodraw_batch.dates import fill_dates, zone
 from emodraw_batch.errors import ConfigError, EmodrawError, ModelError
-from emodraw_batch.model import EmotionClassifier, cached_classifier
+from emodraw_batch.model import load_count
+from emodraw_batch.plan import Plan, ShardResult, plan
 from emodraw_batch.reader import Shard
+from emodraw_batch.validate import Job, validate
 
 from . import engines
-from .schedule import fill_dates, run_day
+from .settings import EngineConfig, as_parameters, load_settings
 
 OnRows = Callable[[int], None]
 
@@ -49,7 +50,7 @@ class ShardFailed(EmodrawError):
 class ShardDone:
     """What a shard task returns: the shard's counts, the model that labelled it and where it ran."""
 
-    result: runner.ShardResult
+    result: ShardResult
     model: dict[str, Any]
     worker: str  # host:pid of the process that ran the shard
     model_loads: int  # times that process has loaded this model so far: 1 means loaded once, then reused
@@ -61,29 +62,16 @@ def _retry(task: Any, task_run: Any, state: Any) -> bool:
 
 
 @task(name="plan-shards", cache_policy=NONE)
-def plan_shards(inputs: list[str], output: str, config: RunConfig, overwrite: bool) -> runner.Plan:
-    """Validate the inputs, cut the shards and find the ones an earlier run finished."""
-    return runner.plan(inputs, output, config, overwrite)
-
-
-# Checkpoint loads in this process, by model description: shows that a worker loads it once.
-_model_loads: Counter[str] = Counter()
-
-
-def _classifier(config: RunConfig) -> tuple[EmotionClassifier, int]:
-    """This process's cached classifier for `config`, and how often this process has loaded it."""
-    before = cached_classifier.cache_info().misses
-    clf = runner.classifier_for(config)  # loaded on first use in this process, then reused
-    key = json.dumps(clf.describe(), sort_keys=True, default=str)
-    if cached_classifier.cache_info().misses > before:
-        _model_loads[key] += 1
-    return clf, _model_loads[key]
+def plan_shards(job: Job) -> Plan:
+    """Claim the output folder (run.json) and find the shards an earlier run finished."""
+    return plan(job)
 
 
 def _label_shard(shard: Shard, config: RunConfig, out_dir: str) -> ShardDone:
     """Label one shard into out_dir/labels/ with this process's cached model."""
-    clf, loads = _classifier(config)
+    clf = runner.classifier_for(config)  # loaded on first use in this process, then reused
     result = runner.label_shard(shard, config, out_dir, on_rows=_on_rows.get(), classifier=clf)
+    loads = load_count(**runner.classifier_settings(config))
     return ShardDone(result, clf.describe(), f"{socket.gethostname()}:{os.getpid()}", loads)
 
 
@@ -95,9 +83,11 @@ label_shard = task(
 
 
 @task(name="finish", cache_policy=NONE)
-def finish(job: runner.Plan, results: list[runner.ShardResult], seconds: float, model: dict[str, Any]) -> runner.Summary:
+def finish(
+    planned: Plan, results: list[ShardResult], seconds: float, model: dict[str, Any] | None, engine: EngineConfig
+) -> runner.Summary:
     """Check rows in = rows out, write the manifest and the statistics."""
-    return runner.finish(job, results, seconds, model)
+    return runner.finish(planned, results, seconds, model, engine.model_dump(mode="json"))
 
 
 def _failure(shard: Shard, exc: BaseException, retries: int) -> str:
@@ -111,28 +101,30 @@ def _loopback(url: str) -> bool:
     return host == "localhost" or host.startswith("127.")
 
 
-def label_all(job: runner.Plan, config: RunConfig) -> list[ShardDone]:
+def label_all(planned: Plan, engine: EngineConfig) -> list[ShardDone]:
     """Run one task per unfinished shard on the configured engine; fail loudly if any still fails."""
     logger = get_run_logger()
-    task_runner, where = engines.task_runner(config)
-    logger.info("%s; %d shard(s) to label, %d already complete", where, len(job.todo), len(job.done))
+    config = planned.job.config
+    todo = planned.todo
+    task_runner, where = engines.task_runner(engine, config.device)
+    logger.info("%s; %d shard(s) to label, %d already complete", where, len(todo), len(planned.done))
     api = str(PREFECT_API_URL.value() or "")
-    if config.address and _loopback(api) and not _loopback(config.address):
+    if engine.address and _loopback(api) and not _loopback(engine.address):
         logger.warning(
             "The Dask workers at %s report their task runs to the Prefect API at %s, which only this machine can "
             "reach. Run a Prefect server the workers can reach and set PREFECT_API_URL to it (see the README).",
-            config.address,
+            engine.address,
             api,
         )
-    if not job.todo:
+    if not todo:
         return []
-    shard_task = label_shard.with_options(retries=config.retries, retry_delay_seconds=config.retry_delay)
+    shard_task = label_shard.with_options(retries=engine.retries, retry_delay_seconds=engine.retry_delay)
     on_rows = _on_rows.get()
-    out_dir = str(job.out_dir.absolute())  # Dask workers may run elsewhere: never a relative path
+    out_dir = str(planned.job.out.root.absolute())  # Dask workers may run elsewhere: never a relative path
     done: list[ShardDone] = []
     failed: list[tuple[Shard, BaseException]] = []
     with task_runner:
-        futures = {task_runner.submit(shard_task, {"shard": s, "config": config, "out_dir": out_dir}): s for s in job.todo}
+        futures = {task_runner.submit(shard_task, {"shard": s, "config": config, "out_dir": out_dir}): s for s in todo}
         for future in as_completed(list(futures)):
             shard = futures[future]
             try:
@@ -149,15 +141,15 @@ def label_all(job: runner.Plan, config: RunConfig) -> list[ShardDone]:
             release = getattr(future.wrapped_future, "release", None)
             if release:  # a Dask future: let the worker drop the result, or a lost worker would redo the shard
                 release()
-            if on_rows and config.engine != "local":  # local shards report their rows window by window
+            if on_rows and engine.engine != "local":  # local shards report their rows window by window
                 on_rows(outcome.result.rows)
             r = outcome.result
             logger.info("%s: %d rows in %.1f s on %s", shard.name, r.rows, r.seconds, outcome.worker)
     if failed:
         raise ShardFailed(
-            f"{len(failed)} of {len(job.todo)} shard(s) failed: "
-            + "; ".join(_failure(s, e, config.retries) for s, e in failed)
-            + f". The {len(done) + len(job.done)} finished shard(s) are kept in {str(job.out_dir / 'labels')!r}; "
+            f"{len(failed)} of {len(todo)} shard(s) failed: "
+            + "; ".join(_failure(s, e, engine.retries) for s, e in failed)
+            + f". The {len(done) + len(planned.done)} finished shard(s) are kept in {str(planned.job.out.labels)!r}; "
             "fix the cause and run the same command again to label only the missing shards."
         )
     return done
@@ -173,6 +165,13 @@ def _workers(done: list[ShardDone]) -> dict[str, dict[str, int]]:
     return workers
 
 
+def run_day(timezone: str | None) -> dt.date:
+    """The calendar day of this flow run's scheduled start (now, for a run started by hand)."""
+    from prefect.runtime import flow_run
+
+    return flow_run.scheduled_start_time.astimezone(zone(timezone)).date()
+
+
 @flow(name="emodraw-label", description="Label the emotion of every text in Parquet corpora, shard by shard.")
 def label_corpus(
     inputs: list[str],
@@ -182,22 +181,21 @@ def label_corpus(
     timezone: str | None = None,
     config_file: str | None = None,
 ) -> dict[str, Any]:
-    """Plan shards, label every unfinished one, write the manifest; returns the run summary.
+    """Validate, plan the shards, label every unfinished one, write the manifest; returns the run summary.
 
-    The settings are `config_file` (a TOML file, as --config) overridden by `config` (RunConfig
-    fields). `{date}`, `{yesterday}` (and `{date:%Y/%m/%d}`) in `inputs` and `output` are filled
-    from this run's scheduled start time in `timezone` (default UTC).
+    The settings are `config_file` (a TOML file, as --config) overridden by `config` (the keys of
+    RunConfig and EngineConfig). `{date}`, `{yesterday}` (and `{date:%Y/%m/%d}`) in `inputs` and
+    `output` are filled from this run's scheduled start time in `timezone` (default UTC).
     """
     started = time.perf_counter()
-    cfg = load_config(config_file, **(config or {}))
+    cfg, engine = load_settings(config_file, **(config or {}))
     day = run_day(timezone)
-    inputs = [fill_dates(p, day) for p in inputs]
-    output = fill_dates(output, day)
-    job = plan_shards(inputs, output, cfg, overwrite)
-    done = label_all(job, cfg)
-    # The model as the workers loaded it; with nothing left to label, load it here, as runner.run does.
-    model = done[0].model if done else runner.classifier_for(cfg).describe()
-    summary = finish(job, [d.result for d in done], time.perf_counter() - started, model)
+    job = validate([fill_dates(p, day) for p in inputs], fill_dates(output, day), cfg, overwrite)
+    planned = plan_shards(job)
+    done = label_all(planned, engine)
+    # The model as the workers loaded it; with nothing left to label, finish reads it from the outputs.
+    model = done[0].model if done else None
+    summary = finish(planned, [d.result for d in done], time.perf_counter() - started, model, engine)
     return {**summary.to_dict(), "workers": _workers(done)}
 
 
@@ -226,19 +224,16 @@ def start_api() -> str:
     return server.api_url
 
 
-def run(
-    inputs: Sequence[str], output: str | Path, config: RunConfig, overwrite: bool = False, on_rows: OnRows | None = None
-) -> dict[str, Any]:
-    """Execute the flow here, reporting to PREFECT_API_URL or, if unset, to a temporary local Prefect API."""
+def run(job: Job, engine: EngineConfig, on_rows: OnRows | None = None) -> dict[str, Any]:
+    """Execute the flow for a validated job here, reporting to PREFECT_API_URL or a temporary local Prefect API."""
     from concurrent.futures import ThreadPoolExecutor
 
     from prefect.settings import temporary_settings
 
-    engines.check(config)
     with ThreadPoolExecutor(1) as pool:
         api = pool.submit(start_api)  # mostly waiting for the server process: runs beside the model load
-        if config.engine == "local":
-            _classifier(config)  # the shard tasks of this process reuse it
+        if engine.engine == "local" and job.rows > job.finished_rows():
+            runner.classifier_for(job.config)  # the shard tasks of this process reuse it
         url = api.result()
     with temporary_settings({PREFECT_API_URL: url}), reporting(on_rows):
-        return label_corpus(list(inputs), str(output), config.model_dump(mode="json", exclude_defaults=True), overwrite)
+        return label_corpus(list(job.specs), str(job.out.root), as_parameters(job.config, engine), job.overwrite)

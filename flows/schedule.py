@@ -3,54 +3,25 @@
 `{date}` in the input and output patterns is filled from each run's scheduled start
 time, in the schedule's timezone, so the 02:00 run of 5 November reads
 `tweets/2026-11-05/*.parquet` and writes `out/2026-11-05`, even when it starts late
-or is retried the next day. Prefect is imported only inside the functions.
+or is retried the next day (`label.run_day`). Prefect is imported only inside the functions.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from emodraw_batch.config import RunConfig
+from emodraw_batch.dates import zone
 from emodraw_batch.errors import ConfigError
+
+from .settings import EngineConfig, as_parameters
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
 DEPLOYMENT_NAME = "nightly"
-# {date}, {yesterday}, optionally with a strftime format: {date:%Y/%m/%d}. Other braces are left alone.
-_PLACEHOLDER = re.compile(r"\{(date|yesterday)(?::([^{}]+))?\}")
-
-
-def fill_dates(pattern: str, day: dt.date) -> str:
-    """'{date}' -> '2026-11-05', '{yesterday}' -> '2026-11-04', '{date:%Y/%m/%d}' -> '2026/11/05'."""
-
-    def value(match: re.Match[str]) -> str:
-        when = day if match[1] == "date" else day - dt.timedelta(days=1)
-        return when.strftime(match[2]) if match[2] else when.isoformat()
-
-    return _PLACEHOLDER.sub(value, pattern)
-
-
-def zone(timezone: str | None) -> ZoneInfo:
-    """The IANA timezone (default UTC), or a clear error."""
-    try:
-        return ZoneInfo(timezone or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f"--timezone {timezone!r} is not an IANA timezone name. Pass one such as UTC, Europe/Berlin or "
-            "America/New_York."
-        ) from None
-
-
-def run_day(timezone: str | None) -> dt.date:
-    """The calendar day of this flow run's scheduled start (now, for a run started by hand)."""
-    from prefect.runtime import flow_run
-
-    return flow_run.scheduled_start_time.astimezone(zone(timezone)).date()
 
 
 def check_cron(cron: str) -> None:
@@ -80,12 +51,13 @@ def deployment(
     inputs: Sequence[str],
     output: str,
     config: RunConfig,
+    engine: EngineConfig,
     name: str = DEPLOYMENT_NAME,
 ) -> RunnerDeployment:
     """The label flow as a deployment with this cron schedule and these (templated) parameters."""
     from prefect.schedules import Cron
 
-    from .label import label_corpus
+    from .label import label_corpus  # imports Prefect: only when a deployment is made
 
     check_cron(cron)
     zone(timezone)
@@ -95,7 +67,7 @@ def deployment(
         parameters={
             "inputs": list(inputs),
             "output": output,
-            "config": config.model_dump(mode="json", exclude_defaults=True),
+            "config": as_parameters(config, engine),
             "timezone": timezone or "UTC",
         },
         description=f"emodraw-batch: label {', '.join(inputs)} into {output} at '{cron}' ({timezone or 'UTC'}).",

@@ -19,7 +19,7 @@ from emodraw_batch.errors import ConfigError
 def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "emodraw_batch.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+        [sys.executable, "-m", "emodraw_cli.app", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
     )
 
 
@@ -86,6 +86,6 @@ def test_run_json_summary_end_to_end(tiny_model, tmp_path, prefect_api):
 
 def test_help_is_light():
     # --help must not import torch or transformers (instant start-up).
-    code = "import sys, emodraw_batch.cli as c; print(any(m in sys.modules for m in ('torch', 'transformers', 'prefect')))"
+    code = "import sys, emodraw_cli.app as c; print(any(m in sys.modules for m in ('torch', 'transformers', 'prefect')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -8,9 +8,10 @@ import pytest
 import yaml
 
 import flows  # noqa: F401  (Prefect defaults before Prefect is imported)
-from emodraw_batch.config import RunConfig, load_config, read_toml
+from emodraw_batch.config import RunConfig, read_toml
 from emodraw_batch.errors import ConfigError
 from flows import engines, schedule
+from flows.settings import EngineConfig, load_settings
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -19,36 +20,38 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 def test_each_config_loads_and_passes_the_engine_checks(name):
     path = CONFIGS / name
     keys = set(read_toml(path))
-    assert keys and keys <= set(RunConfig.model_fields)  # nothing a typo could have turned into a no-op
-    engines.check(load_config(path))
+    # nothing a typo could have turned into a no-op
+    assert keys and keys <= set(RunConfig.model_fields) | set(EngineConfig.model_fields)
+    load_settings(path)  # includes the engine checks
 
 
 def test_default_config_holds_the_defaults():
-    assert load_config(CONFIGS / "default.toml") == RunConfig()
+    assert load_settings(CONFIGS / "default.toml") == (RunConfig(), EngineConfig())
 
 
 def test_nightly_and_multi_gpu_configs_run_on_dask():
-    nightly = load_config(CONFIGS / "nightly.toml")
-    assert nightly.engine == "dask" and nightly.skip_bad_files and nightly.retries > RunConfig().retries
-    gpu = load_config(CONFIGS / "multi-gpu.toml")
-    assert gpu.engine == "dask" and gpu.device == "auto" and gpu.batch_tokens is None
+    nightly, nightly_engine = load_settings(CONFIGS / "nightly.toml")
+    assert nightly_engine.engine == "dask" and nightly.skip_bad_files
+    assert nightly_engine.retries > EngineConfig().retries
+    gpu, gpu_engine = load_settings(CONFIGS / "multi-gpu.toml")
+    assert gpu_engine.engine == "dask" and gpu.device == "auto" and gpu.batch_tokens is None
     # On a 4-GPU machine it means one pinned worker per GPU; on CPU only it still works.
-    assert engines.local_cluster(gpu.workers, gpu.device, engines.Machine(64, 4, True)).workers == 4
-    assert engines.local_cluster(gpu.workers, gpu.device, engines.Machine(8, 0, False)).cluster_class == (
+    assert engines.local_cluster(gpu_engine.workers, gpu.device, engines.Machine(64, 4, True)).workers == 4
+    assert engines.local_cluster(gpu_engine.workers, gpu.device, engines.Machine(8, 0, False)).cluster_class == (
         "distributed.LocalCluster"
     )
 
 
 def test_flags_override_the_file_and_unknown_keys_are_errors(tmp_path):
-    assert load_config(CONFIGS / "nightly.toml", engine="local").engine == "local"
+    assert load_settings(CONFIGS / "nightly.toml", engine="local")[1].engine == "local"
     typo = tmp_path / "typo.toml"
     typo.write_text("[run]\nengine = 'dask'\nworker = 2\n")
     with pytest.raises(ConfigError, match="unknown key 'worker'"):
-        load_config(typo)
+        load_settings(typo)
     bad = tmp_path / "bad.toml"
     bad.write_text("engine = 'spark'\n")
     with pytest.raises(ConfigError, match="engine"):
-        load_config(bad)
+        load_settings(bad)
 
 
 def test_prefect_yaml_deployment_matches_the_flow():
@@ -63,8 +66,7 @@ def test_prefect_yaml_deployment_matches_the_flow():
     assert flow.name == "emodraw-label"
     params = deployment["parameters"]
     flow.validate_parameters(params)  # raises on unknown or mistyped parameters
-    config = load_config(root / params["config_file"], **params["config"])
-    engines.check(config)
+    load_settings(root / params["config_file"], **params["config"])  # includes the engine checks
     for item in deployment["schedules"]:
         schedule.check_cron(item["cron"])
         schedule.zone(item["timezone"])

@@ -19,7 +19,7 @@ def start(corpus, out, model) -> subprocess.Popen:
     args = ["run", str(corpus), "-o", str(out), "--model", model, "--device", "cpu", "--shard-rows", "500",
             "--window-rows", "250", "--max-length", "64", "--json", "--no-progress"]
     return subprocess.Popen(
-        [sys.executable, "-m", "emodraw_batch.cli", *args],
+        [sys.executable, "-m", "emodraw_cli.app", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
 

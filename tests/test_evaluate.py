@@ -116,7 +116,7 @@ def test_labels_the_model_does_not_know_are_an_error(tiny_model, tmp_path):
 def test_cli_evaluate_prints_json_and_saves(tiny_model, tmp_path):
     from typer.testing import CliRunner
 
-    from emodraw_batch.cli import app
+    from emodraw_cli.app import app
 
     path, _, _ = labelled_file(tmp_path, n=40, seed=3)
     args = ["evaluate", "--model", tiny_model, "--data", str(path), "--output", str(tmp_path / "out"), "--device", "cpu"]

@@ -18,10 +18,11 @@ from typer.testing import CliRunner
 
 import flows  # noqa: F401  (Prefect defaults before Prefect is imported)
 from conftest import make_texts, write_corpus
-from emodraw_batch.cli import app
+from emodraw_cli.app import app
 from emodraw_batch.config import load_config
 from emodraw_batch.errors import ConfigError
 from flows import engines
+from flows.settings import load_settings
 
 cli = CliRunner()
 
@@ -77,12 +78,12 @@ def test_impossible_local_clusters_are_config_errors(workers, device, machine, w
 )
 def test_engine_settings_are_checked(settings, words):
     with pytest.raises(ConfigError, match=words):
-        engines.check(load_config(None, **settings))
+        load_settings(None, **settings)
 
 
 def test_valid_engine_settings_pass():
     for settings in ({}, {"engine": "dask", "workers": 2}, {"engine": "dask", "address": "tcp://10.0.0.5:8786"}):
-        engines.check(load_config(None, **settings))
+        load_settings(None, **settings)
 
 
 # ---------------------------------------------------------------- helpers
@@ -165,9 +166,9 @@ def reference(corpus, tiny_model, tmp_path_factory) -> pa.Table:
 
 
 def test_cli_run_is_a_flow_run_in_prefect_history(prefect_api, corpus, tiny_model, reference, tmp_path):
-    from emodraw_batch.model import cached_classifier
+    from emodraw_batch.model import clear_cache
 
-    cached_classifier.cache_clear()  # `reference` loaded this model in this process already
+    clear_cache()  # `reference` loaded this model in this process already
     out = tmp_path / "out"
     summary = invoke(str(corpus), "--output", str(out), "--model", tiny_model, "--shard-rows", "60", "--device", "cpu")
     assert summary["rows"] == 300 and summary["outputs"] == 6
@@ -213,7 +214,7 @@ def test_two_dask_workers_give_the_same_output_and_load_the_model_once_each(
     # Six shards over at most two processes, each process loaded the checkpoint exactly once.
     assert all(w["model_loads"] == 1 for w in workers.values()), workers
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["config"]["engine"] == "dask" and manifest["summary"]["rows"] == 300
+    assert manifest["engine"]["engine"] == "dask" and manifest["summary"]["rows"] == 300
     # The worker processes (their output is inherited, so captured here) started no server of their own.
     assert "Starting temporary server" not in capfd.readouterr().err
 

@@ -16,7 +16,8 @@ from conftest import make_texts, write_corpus
 from emodraw_batch.config import load_config
 from emodraw_batch.errors import InputError, ModelError, OutputError
 from emodraw_batch.model import EmotionClassifier
-from emodraw_batch.runner import classifier_for, label_shard, plan, run
+from emodraw_batch.runner import classifier_for, label_shard, run
+from emodraw_batch.validate import validate
 
 
 def read_labels(out_dir) -> pa.Table:
@@ -52,7 +53,7 @@ class Spy:
 def test_null_empty_blank_kept_and_never_sent_to_the_model(cfg, tmp_path):
     texts = ["fine text", None, "", "   \t\n ", "\u200b\u200b", "another one"]
     corpus = write_corpus(tmp_path / "in.parquet", texts)
-    job = plan([str(corpus)], tmp_path / "out", cfg)
+    job = validate([str(corpus)], tmp_path / "out", cfg)
     spy = Spy(classifier_for(cfg))
     result = label_shard(job.shards[0], cfg, tmp_path / "out", classifier=spy)
     out = pq.read_table(tmp_path / "out" / result.output).to_pylist()
@@ -101,7 +102,7 @@ def test_odd_but_valid_texts_are_classified(cfg, tmp_path):
 def test_cast_text_is_opt_in(cfg, tmp_path):
     pq.write_table(pa.table({"text": pa.array([1, 22, 333])}), tmp_path / "n.parquet")
     with pytest.raises(InputError, match="--cast-text"):
-        plan([str(tmp_path / "n.parquet")], tmp_path / "out", cfg)
+        validate([str(tmp_path / "n.parquet")], tmp_path / "out", cfg)
     run([str(tmp_path / "n.parquet")], tmp_path / "out", cfg.model_copy(update={"cast_text": True}))
     out = read_labels(tmp_path / "out")
     assert out["text"].to_pylist() == [1, 22, 333]  # passthrough keeps the original type
@@ -113,7 +114,7 @@ def test_corrupt_file_errors_first_or_is_skipped(cfg, tmp_path):
     data = (tmp_path / "in" / "a.parquet").read_bytes()
     (tmp_path / "in" / "b.parquet").write_bytes(data[: len(data) // 2])  # truncated: footer gone
     with pytest.raises(InputError, match="b.parquet"):
-        plan([str(tmp_path / "in")], tmp_path / "out", cfg)
+        validate([str(tmp_path / "in")], tmp_path / "out", cfg)
     assert not (tmp_path / "out").exists()  # nothing written before the error
     summary = run([str(tmp_path / "in")], tmp_path / "out", cfg.model_copy(update={"skip_bad_files": True}))
     assert summary.rows == 20
@@ -127,7 +128,7 @@ def test_missing_column_in_one_of_several_files(cfg, tmp_path):
     write_corpus(tmp_path / "a.parquet", ["x"])
     pq.write_table(pa.table({"id": [1], "body": ["y"]}), tmp_path / "b.parquet")
     with pytest.raises(InputError, match=r"b\.parquet.*\['id', 'body'\]"):
-        plan([str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")], tmp_path / "out", cfg)
+        validate([str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")], tmp_path / "out", cfg)
 
 
 def test_schema_drift_is_unified(cfg, tmp_path):
@@ -149,7 +150,7 @@ def test_schema_conflict_names_file_and_column(cfg, tmp_path):
     write_corpus(tmp_path / "a.parquet", ["x"])
     pq.write_table(pa.table({"id": ["not-an-int"], "text": ["y"]}), tmp_path / "b.parquet")
     with pytest.raises(InputError, match=r"'id'.*b\.parquet"):
-        plan([str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")], tmp_path / "out", cfg)
+        validate([str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")], tmp_path / "out", cfg)
 
 
 def test_zero_rows_and_only_empty_texts(cfg, tmp_path):
@@ -193,9 +194,9 @@ def test_pickle_weights_need_explicit_opt_in(tiny_model, tmp_path):
 def test_output_folder_may_not_contain_inputs(cfg, tmp_path):
     write_corpus(tmp_path / "data" / "in.parquet", ["x"])
     with pytest.raises(OutputError, match="inside the output folder"):
-        plan([str(tmp_path / "data")], tmp_path / "data", cfg)
+        validate([str(tmp_path / "data")], tmp_path / "data", cfg)
     with pytest.raises(OutputError, match="inside the output folder"):
-        plan([str(tmp_path / "data" / "in.parquet")], tmp_path, cfg)
+        validate([str(tmp_path / "data" / "in.parquet")], tmp_path, cfg)
 
 
 def test_rerun_resumes_and_refuses_a_different_job(cfg, tmp_path, monkeypatch):
@@ -214,7 +215,7 @@ def test_rerun_resumes_and_refuses_a_different_job(cfg, tmp_path, monkeypatch):
     assert run([str(corpus)], tmp_path / "out", small.model_copy(update={"precision": "fp32"})).resumed == 5
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(OutputError, match="precision: 'fp32' before, 'bf16' now"):
-        plan([str(corpus)], tmp_path / "out", small.model_copy(update={"device": "auto"}))
+        validate([str(corpus)], tmp_path / "out", small.model_copy(update={"device": "auto"}))
     monkeypatch.undo()
     with pytest.raises(OutputError, match="max_length"):
         run([str(corpus)], tmp_path / "out", small.model_copy(update={"max_length": 16}))

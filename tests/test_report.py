@@ -15,7 +15,7 @@ import pytest
 from conftest import make_texts, write_corpus
 from typer.testing import CliRunner
 
-from emodraw_batch.cli import app
+from emodraw_cli.app import app
 from emodraw_batch.emotions import COLORS as EMOTION_COLORS
 from emodraw_batch.report import colors
 

@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 import flows  # noqa: F401  (Prefect defaults before Prefect is imported)
 from conftest import make_texts, write_corpus
-from emodraw_batch.cli import app
-from emodraw_batch.config import load_config
+from emodraw_cli.app import app
+from emodraw_batch.dates import fill_dates
 from emodraw_batch.errors import ConfigError
 from flows import schedule
+from flows.settings import load_settings
 
 cli = CliRunner()
 DAY = dt.date(2026, 11, 5)
@@ -34,11 +35,11 @@ DAY = dt.date(2026, 11, 5)
     ],
 )
 def test_fill_dates(pattern, filled):
-    assert schedule.fill_dates(pattern, DAY) == filled
+    assert fill_dates(pattern, DAY) == filled
 
 
 def test_yesterday_crosses_month_and_year():
-    assert schedule.fill_dates("{yesterday}", dt.date(2027, 1, 1)) == "2026-12-31"
+    assert fill_dates("{yesterday}", dt.date(2027, 1, 1)) == "2026-12-31"
 
 
 def test_next_runs_follow_the_cron_in_its_timezone():
@@ -103,9 +104,10 @@ def test_a_run_of_the_deployment_labels_its_scheduled_day(prefect_api, tiny_mode
     write_corpus(tmp_path / "tweets" / day.isoformat() / "a.parquet", make_texts(70, seed=5), row_group_size=20)
     # Another day's data, which this run must not touch.
     write_corpus(tmp_path / "tweets" / (day - dt.timedelta(days=1)).isoformat() / "a.parquet", make_texts(9, seed=6))
-    config = load_config(None, model=tiny_model, shard_rows=40, device="cpu")
+    config, engine = load_settings(None, model=tiny_model, shard_rows=40, device="cpu")
     deploy = schedule.deployment(
-        "0 2 * * *", tz, [str(tmp_path / "tweets" / "{date}" / "*.parquet")], str(tmp_path / "out" / "{date}"), config
+        "0 2 * * *", tz, [str(tmp_path / "tweets" / "{date}" / "*.parquet")], str(tmp_path / "out" / "{date}"),
+        config, engine,
     )
     runner = Runner(name="emodraw-test", pause_on_shutdown=False)  # what `prefect serve` runs
     deployment_id = runner.add_deployment(deploy)

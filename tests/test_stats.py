@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from emodraw_batch import stats
-from emodraw_batch.cli import app
+from emodraw_cli.app import app
 from emodraw_batch.config import load_config
 from emodraw_batch.errors import ConfigError, InputError
-from emodraw_batch.runner import plan
+from emodraw_batch.validate import validate
 from emodraw_batch.writer import added_fields
 
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
@@ -285,9 +285,9 @@ def test_plan_rejects_bad_options_before_the_model_loads(tmp_path: Path) -> None
     corpus = write_corpus(tmp_path / "in.parquet", make_texts(10), source=pa.array(["a"] * 10))
     # The model path does not exist: reaching the model would raise a ModelError, not these.
     with pytest.raises(InputError, match="--group-by column 'product'"):
-        plan([str(corpus)], tmp_path / "out", load_config(model=str(tmp_path / "no-model"), group_by=("product",)))
+        validate([str(corpus)], tmp_path / "out", load_config(model=str(tmp_path / "no-model"), group_by=("product",)))
     with pytest.raises(InputError, match="--time-column 'created_at' is not in the input"):
-        plan([str(corpus)], tmp_path / "out", load_config(model=str(tmp_path / "no-model"), time_column="created_at"))
+        validate([str(corpus)], tmp_path / "out", load_config(model=str(tmp_path / "no-model"), time_column="created_at"))
     assert not (tmp_path / "out").exists()
 
 

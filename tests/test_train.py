@@ -229,7 +229,7 @@ def test_bad_options_and_folders_are_refused(trained, tmp_path):
 def test_cli_train_then_run_model_dir(tmp_path):
     from typer.testing import CliRunner
 
-    from emodraw_batch.cli import app
+    from emodraw_cli.app import app
 
     write_lines(tmp_path / "train.txt", labelled_rows(64, seed=3))
     write_lines(tmp_path / "val.txt", labelled_rows(16, seed=4))

@@ -1,26 +1,25 @@
-"""The `emodraw-batch` command line.
+"""The commands of `emodraw-batch`: parse the options, call one function below, show the result.
 
-Only typer and rich are imported at start-up; torch, transformers, pyarrow and
-Prefect load inside the commands, so `--help` is instant. An EmodrawError
-becomes one clean paragraph on stderr and exit code 1, never a traceback.
+torch, transformers, pyarrow and Prefect load inside the commands, so `--help` is instant.
+An EmodrawError becomes one clean paragraph on stderr and exit code 1, never a traceback.
+Defaults shown in the help are read from the settings models, never written here.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import typer
-from rich.console import Console
 
-from .errors import EmodrawError
+from emodraw_batch.config import RunConfig, default
+from emodraw_batch.errors import ConfigError, EmodrawError
+from flows.settings import EngineConfig
 
-if TYPE_CHECKING:
-    from typing_extensions import Self
+from .display import RowProgress, TrainProgress, err, print_json, print_report, print_summary
 
 app = typer.Typer(
     add_completion=False,
@@ -28,7 +27,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Label the emotion of every text in Parquet corpora with an ALBERT classifier.",
 )
-err = Console(stderr=True)
+run_default = functools.partial(default, RunConfig)
+engine_default = functools.partial(default, EngineConfig)
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,76 +45,6 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def print_summary(summary: dict[str, Any], as_json: bool) -> None:
-    """The end-of-run summary: a table for people, JSON on stdout for machines."""
-    if as_json:
-        sys.stdout.write(json.dumps(summary, default=str) + "\n")
-        return
-    from rich.table import Table
-
-    table = Table(title=f"{summary['rows']:,} rows in {summary['seconds']:.1f}s ({summary['rows_per_s']:,.0f} rows/s)")
-    table.add_column("emotion")
-    table.add_column("rows", justify="right")
-    table.add_column("share", justify="right")
-    for emotion, count in summary["emotions"].items():
-        table.add_row(emotion, f"{count:,}", f"{summary['shares'][emotion]:.1%}")
-    err.print(table)
-    other = {k: v for k, v in summary["status"].items() if k != "ok"}
-    if other:
-        err.print(f"not classified (no text): {other}")
-    if summary["truncated"]:
-        err.print(f"truncated to the max length: {summary['truncated']:,} rows")
-    if summary.get("duplicate_ids"):
-        err.print(f"[yellow]warning:[/] {summary['duplicate_ids']:,} rows share their id with another row (kept, not dropped)")
-    if summary.get("resumed"):
-        err.print(f"resumed: {summary['resumed']} shard(s) were already complete from an earlier run")
-    for skipped in summary.get("skipped_files", []):
-        err.print(f"[yellow]skipped unreadable file[/] {skipped['path']}: {skipped['reason']}")
-    err.print(f"output: {summary['output_dir']}/labels  manifest: {summary['output_dir']}/manifest.json")
-
-
-class _Live:
-    """A rich progress display that shows while in a `with` block."""
-
-    progress: Any
-
-    def __enter__(self) -> Self:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
-
-
-class RowProgress(_Live):
-    """A rich progress bar over rows with a rows/s column; `update(n)` is the runner's callback."""
-
-    def __init__(self, enabled: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
-        from rich.progress import TimeElapsedColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("labelling"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[rate]} rows/s"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            disable=not enabled,
-        )
-        self.task = self.progress.add_task("rows", total=None, rate="-")
-
-    def start(self, total: int) -> None:
-        self.progress.update(self.task, total=total)
-
-    def update(self, rows: int) -> None:
-        self.progress.advance(self.task, rows)
-        speed = self.progress.tasks[0].speed
-        self.progress.update(self.task, rate=f"{speed:,.0f}" if speed else "-")
-
-
 @app.callback()
 def _group() -> None:
     """Label the emotion of every text in Parquet corpora with an ALBERT classifier."""
@@ -125,16 +55,16 @@ def _group() -> None:
 def run(
     inputs: list[str] = typer.Argument(..., help="Parquet files, folders or quoted globs (local or s3://, gs://...)."),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder: labels/, manifest.json, stats/."),
-    model: Optional[str] = typer.Option(None, help="Hub id or local checkpoint folder (default: bhadresh-savani/albert-base-v2-emotion)."),
+    model: Optional[str] = typer.Option(None, help=f"Hub id or local checkpoint folder (default: {run_default('model')})."),
     revision: Optional[str] = typer.Option(None, help="Hub revision (branch, tag or commit)."),
-    text_column: Optional[str] = typer.Option(None, help="Column holding the text (default: text)."),
+    text_column: Optional[str] = typer.Option(None, help=f"Column holding the text (default: {run_default('text_column')})."),
     id_column: Optional[str] = typer.Option(None, help="Optional id column (checked for duplicates)."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (default: auto)."),
-    precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16 | int8 (default: auto = fp32 on CPU, bf16 on CUDA; int8 = dynamic int8 quantization, CPU only)."),
-    max_length: Optional[int] = typer.Option(None, help="Max tokens per text; longer texts are truncated and flagged (default: 128)."),
+    device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda | cuda:N (default: {run_default('device')})."),
+    precision: Optional[str] = typer.Option(None, help=f"auto | fp32 | bf16 | fp16 | int8 (default: {run_default('precision')} = fp32 on CPU, bf16 on CUDA; int8 = dynamic int8 quantization, CPU only)."),
+    max_length: Optional[int] = typer.Option(None, help=f"Max tokens per text; longer texts are truncated and flagged (default: {run_default('max_length')})."),
     batch_tokens: Optional[int] = typer.Option(None, help="Token budget of one forward pass (rows x longest row) (default: by device)."),
-    window_rows: Optional[int] = typer.Option(None, help="Rows sorted by length together; bounds memory (default: 50000)."),
-    shard_rows: Optional[int] = typer.Option(None, help="Rows per shard (one output file each) (default: 1000000)."),
+    window_rows: Optional[int] = typer.Option(None, help=f"Rows sorted by length together; bounds memory (default: {run_default('window_rows')})."),
+    shard_rows: Optional[int] = typer.Option(None, help=f"Rows per shard (one output file each) (default: {run_default('shard_rows')})."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config (e.g. configs/default.toml); flags override it."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle-based (.bin) weights. Only for checkpoints you trust."),
     cast_text: bool = typer.Option(False, "--cast-text", help="Cast a non-string text column to string."),
@@ -144,18 +74,18 @@ def run(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
     group_by: list[str] = typer.Option([], "--group-by", help="Column to break the statistics down by (repeatable)."),
     time_column: Optional[str] = typer.Option(None, help="Timestamp/date column for statistics over time."),
-    every: Optional[str] = typer.Option(None, help="Time bucket as a polars duration: 1h, 1d, 1w, 1mo (default: 1d)."),
+    every: Optional[str] = typer.Option(None, help=f"Time bucket as a polars duration: 1h, 1d, 1w, 1mo (default: {run_default('every')})."),
     report: bool = typer.Option(False, "--report", help="Also draw the charts and HTML page under DIR/charts/."),
-    engine: Optional[str] = typer.Option(None, help="local (this process, one device) | dask (worker processes) (default: local)."),
+    engine: Optional[str] = typer.Option(None, help=f"local (this process, one device) | dask (worker processes) (default: {engine_default('engine')})."),
     workers: Optional[int] = typer.Option(None, help="Dask worker processes (default: one per GPU, else cores/4)."),
     address: Optional[str] = typer.Option(None, help="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (with --engine dask)."),
-    retries: Optional[int] = typer.Option(None, help="Retries of a failing shard task before the run fails (default: 2)."),
+    retries: Optional[int] = typer.Option(None, help=f"Retries of a failing shard task before the run fails (default: {engine_default('retries')})."),
 ) -> None:
     """Label every text in INPUTS and write labelled Parquet, a manifest and statistics."""
-    from .config import load_config
-    from .runner import plan
+    from emodraw_batch.validate import validate
+    from flows.settings import load_settings  # the run's settings and the engine's, from one TOML file
 
-    cfg = load_config(
+    cfg, engine_cfg = load_settings(
         config,
         model=model,
         revision=revision,
@@ -178,18 +108,15 @@ def run(
         address=address,
         retries=retries,
     )
-    from flows import engines
-
-    engines.check(cfg)
-    job = plan(inputs, output, cfg, overwrite)  # every input check runs here, before Prefect starts
+    job = validate(inputs, output, cfg, overwrite)  # every check, before Prefect starts; writes nothing
     from flows.label import run as run_flow  # imports Prefect
 
     with RowProgress(progress and not as_json and sys.stderr.isatty()) as bar:
-        bar.start(sum(s.rows for s in job.todo))
-        summary = run_flow(inputs, output, cfg, overwrite, on_rows=bar.update)
+        bar.start(job.rows, job.finished_rows())
+        summary = run_flow(job, engine_cfg, on_rows=bar.update)
     print_summary(summary, as_json)
     if report:
-        from .report import build
+        from emodraw_batch.report import build
 
         err.print(f"report: {build(output)}")
 
@@ -206,8 +133,9 @@ def stats(
     """Recompute DIR/stats/ from DIR/labels and print it (options not given are the run's)."""
     from rich.console import Console
 
-    from . import stats as st
-    from .report import console_tables
+    from emodraw_batch import stats as st
+    from emodraw_batch.layout import layout
+    from emodraw_batch.report import console_tables
 
     options = st.run_options(output)
     if group_by or time_column:  # an explicit breakdown replaces the run's, it is not merged with it
@@ -219,52 +147,21 @@ def stats(
     if as_json:
         tables = {c: f.to_dicts() for c, f in result.groups.items()}
         over_time = result.over_time.to_dicts() if result.over_time is not None else None
-        sys.stdout.write(json.dumps({**summary, "groups": tables, "over_time": over_time}, default=str) + "\n")
+        print_json({**summary, "groups": tables, "over_time": over_time})
         return
     out = Console()
     for table in console_tables(result):
         out.print(table)
-    err.print(f"written: {output / 'stats'}")
+    err.print(f"written: {layout(output).stats}")
 
 
 @app.command()
 @friendly
 def report(output: Path = typer.Argument(..., help="Output folder of a finished run (the --output DIR).")) -> None:
     """Draw charts (PNG) and an HTML page under DIR/charts/ from DIR/stats/ (computed if missing)."""
-    from .report import build
+    from emodraw_batch.report import build
 
     err.print(f"report: {build(output)}")
-
-
-class TrainProgress(_Live):
-    """Training progress on stderr: a bar over the batches of each epoch, then one line per epoch."""
-
-    def __init__(self, enabled: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        from rich.progress import TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=err, disable=not enabled, transient=True,
-        )
-        self.task: Any = None
-
-    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-        self.task = self.progress.add_task("train", total=batches, epoch=f"{epoch}/{epochs}", loss="-")
-
-    def batch_end(self, loss: float) -> None:
-        self.progress.update(self.task, advance=1, loss=f"{loss:.4f}")
-
-    def epoch_end(self, row: dict[str, float], best: bool) -> None:
-        self.progress.console.print(
-            f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
-            f"val accuracy {row['val_accuracy']:.4f}  val macro F1 {row['val_macro_f1']:.4f}  "
-            f"({row['seconds']:.0f}s){'  [green]best, saved[/]' if best else ''}",
-            highlight=False, soft_wrap=True,
-        )
 
 
 @app.command()
@@ -295,8 +192,8 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bars."),
 ) -> None:
     """Fine-tune (--base) or train from scratch (--from-scratch) an emotion classifier on labelled data."""
-    from .train import make_config
-    from .train import train as train_model
+    from emodraw_batch.train import make_config
+    from emodraw_batch.train import train as train_model
 
     cfg = make_config(
         output, resume, train=str(train_file) if train_file else None, val=str(val_file) if val_file else None,
@@ -308,7 +205,7 @@ def train(
     with TrainProgress(progress and not as_json and sys.stderr.isatty()) as bar:
         result = train_model(cfg, output, resume=resume, overwrite=overwrite, callbacks=bar)
     if as_json:
-        sys.stdout.write(json.dumps(result.to_dict(), default=str) + "\n")
+        print_json(result.to_dict())
         return
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), None)
     stop = "stopped early (no lower val loss)" if result.stopped_early else f"{len(result.history)} epoch(s)"
@@ -316,28 +213,6 @@ def train(
               f"{best['val_accuracy']:.4f}, val macro F1 {best['val_macro_f1']:.4f}" if best else ""), highlight=False, soft_wrap=True)
     err.print(f"best model: {output}  (use: emodraw-batch run ... --model {output})\nlast epoch: {output / 'last'}  "
               f"metrics: {output / 'metrics.csv'}", highlight=False, soft_wrap=True)
-
-
-def print_report(result: dict[str, Any]) -> None:
-    """Per-class table and the headline scores on stderr."""
-    from rich.table import Table
-
-    table = Table(title=f"{result['n']:,} texts: accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
-                        f"weighted F1 {result['weighted_f1']:.4f}")
-    for column in ("label", "precision", "recall", "F1", "support"):
-        table.add_column(column, justify="left" if column == "label" else "right")
-    for label, s in result["per_class"].items():
-        table.add_row(label, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", f"{s['support']:,}")
-    err.print(table)
-    matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
-    matrix.add_column("")
-    for label in result["labels"]:
-        matrix.add_column(label, justify="right")
-    for label, row in zip(result["labels"], result["confusion_matrix"]):
-        matrix.add_row(label, *(f"{v:,}" for v in row))
-    err.print(matrix)
-    if result.get("rows_dropped"):
-        err.print(f"skipped (no text or no label): {result['rows_dropped']:,} rows")
 
 
 @app.command()
@@ -348,19 +223,19 @@ def evaluate(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also save report.json, per_class.csv, confusion_matrix.csv/.png here."),
     text_column: str = typer.Option("text", help="Text column in Parquet/CSV."),
     label_column: str = typer.Option("label", help="Label column in Parquet/CSV."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
-    precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (auto = fp32 on CPU, bf16 on CUDA)."),
-    max_length: int = typer.Option(128, help="Max tokens per text, as in `run`."),
+    device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda | cuda:N (default: {run_default('device')})."),
+    precision: Optional[str] = typer.Option(None, help=f"auto | fp32 | bf16 | fp16 (default: {run_default('precision')} = fp32 on CPU, bf16 on CUDA)."),
+    max_length: Optional[int] = typer.Option(None, help=f"Max tokens per text, as in `run` (default: {run_default('max_length')})."),
     batch_tokens: Optional[int] = typer.Option(None, help="Token budget of one forward pass (default: by device)."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle-based (.bin) weights. Only for checkpoints you trust."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
     """Score MODEL on labelled DATA: accuracy, macro/weighted F1, per-class scores, confusion matrix."""
-    from .config import load_config
-    from .evaluate import evaluate as evaluate_model
+    from emodraw_batch.config import load_config
+    from emodraw_batch.evaluate import evaluate as evaluate_model
 
-    # The same validation as `run` for the shared settings (device, precision, max length, budget).
+    # The same settings (and checks) as `run` for the device, precision, max length and budget.
     cfg = load_config(device=device, precision=precision, max_length=max_length, batch_tokens=batch_tokens)
     with RowProgress(progress and not as_json and sys.stderr.isatty()) as bar:
         result = evaluate_model(
@@ -369,7 +244,7 @@ def evaluate(
             allow_pickle=allow_pickle, on_start=bar.start, on_rows=bar.update,
         )
     if as_json:
-        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        print_json(result)
         return
     print_report(result)
     if output is not None:
@@ -389,25 +264,23 @@ def schedule(
     next_runs: Optional[int] = typer.Option(None, "--next", min=1, help="Print the next N run times and their folders, then exit without serving."),
 ) -> None:
     """Serve the labelling flow as a Prefect deployment on a cron schedule ({date} = each run's scheduled day)."""
-    from .config import load_config
-    from .errors import ConfigError
+    from emodraw_batch.dates import fill_dates
+    from flows import schedule as sched
+    from flows.settings import load_settings
 
-    cfg = load_config(config, model=model)
-    from flows import engines, schedule as sched
-
-    engines.check(cfg)
+    cfg, engine_cfg = load_settings(config, model=model)
     if next_runs:
         for when in sched.next_runs(cron, timezone, next_runs):
             line = when.isoformat()
             if inputs and output:  # the folders that run would read and write
                 day = when.date()
-                line += f"  {' '.join(sched.fill_dates(p, day) for p in inputs)} -> {sched.fill_dates(output, day)}"
+                line += f"  {' '.join(fill_dates(p, day) for p in inputs)} -> {fill_dates(output, day)}"
             typer.echo(line)
         return
     if not inputs or not output:
         raise ConfigError("Serving a schedule needs --input PATTERN and --output PATTERN (e.g. --input 'tweets/{date}/*.parquet' --output 'out/{date}').")
     api = sched.require_server()
-    deploy = sched.deployment(cron, timezone, inputs, output, cfg, name)
+    deploy = sched.deployment(cron, timezone, inputs, output, cfg, engine_cfg, name)
     err.print(f"serving deployment emodraw-label/{name} at {cron!r} ({timezone}) on {api}; stop with Ctrl-C")
     sched.serve(deploy)
 

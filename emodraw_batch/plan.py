@@ -1,0 +1,72 @@
+"""Plan a checked job, once: claim the output folder and find the shards an earlier run finished.
+
+This is the first step that writes (run.json; --overwrite clears the folder; broken
+outputs and stale temporary files are removed). The flow runs it once per run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import resume
+from .layout import LABELS, Layout
+from .reader import Shard
+from .validate import Job
+
+
+@dataclass
+class ShardResult:
+    """What a shard task returns: where its output is and small counts, never data."""
+
+    output: str
+    input: str
+    row_groups: tuple[int, int]
+    rows: int
+    emotions: dict[str, int]
+    status: dict[str, int]
+    truncated: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A job whose folder is claimed; `done` holds the shards an earlier (crashed) run completed."""
+
+    job: Job
+    done: dict[str, ShardResult] = field(default_factory=dict)
+
+    @property
+    def todo(self) -> list[Shard]:
+        return [s for s in self.job.shards if s.name not in self.done]
+
+
+def result_from_file(shard: Shard, out: Layout) -> ShardResult:
+    """Rebuild a finished shard's counts from its output file (a resumed run reports whole-job numbers)."""
+    table = pq.read_table(out.shard(shard.name), columns=["emotion", "status", "truncated"])
+    emotions = Counter(e for e in table["emotion"].to_pylist() if e is not None)
+    return ShardResult(
+        output=f"{LABELS}/{shard.name}",
+        input=shard.path,
+        row_groups=(shard.start, shard.stop),
+        rows=table.num_rows,
+        emotions=dict(emotions),
+        status=dict(Counter(table["status"].to_pylist())),
+        truncated=int(pc.sum(table["truncated"]).as_py() or 0),
+        seconds=0.0,
+    )
+
+
+def plan(job: Job) -> Plan:
+    """Claim the folder for `job`; keep complete shard outputs, remove broken ones."""
+    resume.claim(job.out, job.record, job.overwrite)
+    done = {}
+    for shard in job.shards:
+        if resume.complete(job.out, shard):
+            done[shard.name] = result_from_file(shard, job.out)
+        else:
+            resume.discard(job.out, shard)
+    return Plan(job, done)

@@ -1,0 +1,86 @@
+"""Check a run before anything happens: inputs, columns, types, options, the output folder.
+
+`validate` reads Parquet footers (and the output folder's run.json) and writes nothing,
+so the CLI calls it to fail in a second, before Prefect or the model starts; the flow
+calls it again because a scheduled run has no CLI in front of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import resume, stats
+from .config import RunConfig
+from .errors import InputError, OutputError
+from .layout import Layout, layout
+from .reader import Inputs, Shard, plan_shards, scan
+from .writer import ADDED
+
+
+@dataclass(frozen=True)
+class Job:
+    """A checked run, nothing written yet: inputs, output folder, settings and the shards to write."""
+
+    specs: tuple[str, ...]  # as given (files, folders, globs): what a flow run is started with
+    inputs: Inputs
+    out: Layout
+    config: RunConfig
+    shards: list[Shard]
+    record: dict[str, Any]  # what resume compares (resume.job_record)
+    overwrite: bool = False
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    def finished_rows(self) -> int:
+        """Rows whose shard an earlier run of this job already wrote completely (read-only)."""
+        if self.overwrite:
+            return 0
+        return sum(s.rows for s in self.shards if resume.complete(self.out, s))
+
+
+def _check_output_dir(out: Layout, inputs: Inputs) -> None:
+    root = out.root.absolute()
+    if root.exists() and not root.is_dir():
+        raise OutputError(f"Output {str(out.root)!r} is a file; pass a folder with --output DIR.")
+    for f in inputs.files:
+        if "://" in f.path:
+            continue
+        source = Path(f.path).absolute()
+        if source == root or root in source.parents:
+            raise OutputError(
+                f"Input file {f.path!r} lies inside the output folder {str(out.root)!r}; outputs would mix with "
+                "inputs. Choose an output folder outside the input folders."
+            )
+
+
+def _check_columns(inputs: Inputs) -> None:
+    clash = [c for f in inputs.files for c in f.schema.names if c in ADDED or c.startswith("prob_")]
+    if clash:
+        raise InputError(
+            f"Input columns {sorted(set(clash))} clash with the output columns emodraw-batch adds "
+            f"({', '.join(ADDED)}, prob_<label>). Rename them in the input, or drop them before labelling."
+        )
+
+
+def validate(specs: Sequence[str], out_dir: str | Path, config: RunConfig, overwrite: bool = False) -> Job:
+    """Every check a run makes before it starts (before any model loads); writes nothing."""
+    inputs = scan(
+        specs,
+        config.text_column,
+        id_column=config.id_column,
+        cast_text=config.cast_text,
+        skip_bad_files=config.skip_bad_files,
+    )
+    out = layout(out_dir)
+    _check_output_dir(out, inputs)
+    _check_columns(inputs)
+    stats.check_options(inputs.schema, config.group_by, config.time_column, config.every)
+    shards = plan_shards(inputs, config.shard_rows)
+    record = resume.job_record(inputs, config, shards)
+    resume.check(out, record, overwrite)
+    return Job(tuple(specs), inputs, out, config, shards, record, overwrite)
