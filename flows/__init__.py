@@ -1,9 +1,10 @@
 """Prefect 3 orchestration of emodraw-batch: the only place that imports Prefect.
 
-`flows.label` holds the flow that `emodraw-batch run` executes, `flows.engines`
-picks where its shard tasks run (in-process or on Dask) and `flows.schedule`
-serves it as a nightly deployment. The `emodraw_batch` package never imports
-Prefect; these modules call it.
+`flows.label` holds the flow that `emodraw-batch run` executes, `flows.settings`
+the engine settings, `flows.engines` picks where its shard tasks run (in-process or
+on Dask) and `flows.schedule` serves it as a nightly deployment. The `emodraw_batch`
+package never imports Prefect or this package; these modules call it, and the
+command line (`emodraw_cli`) calls them.
 
 Importing this package sets fast, quiet defaults for Prefect's temporary local
 API before Prefect itself is imported; a value the user has set always wins.

@@ -237,3 +237,33 @@ def test_damaged_data_pages_name_the_file_and_row_groups(cfg, tmp_path):
     labels = tmp_path / "out" / "labels"
     # Shards before the damage are complete; the damaged one left no file, not even a temporary one.
     assert sorted(p.name for p in labels.iterdir()) == ["part-00000-00000.parquet", "part-00000-00001.parquet"]
+
+
+def test_validate_writes_nothing_and_plan_claims_the_folder(cfg, tmp_path):
+    from emodraw_batch.plan import plan
+
+    corpus = write_corpus(tmp_path / "in.parquet", make_texts(30, seed=3), row_group_size=10)
+    out = tmp_path / "out"
+    job = validate([str(corpus)], out, cfg)
+    assert not out.exists()  # checks only: no folder, no run.json
+    (out / "labels").mkdir(parents=True)
+    stale = out / "labels" / ".part-00000-00000.parquet.999.tmp"
+    stale.write_text("partial")
+    job = validate([str(corpus)], out, cfg)
+    assert stale.exists() and not (out / "run.json").exists()
+    planned = plan(job)
+    assert (out / "run.json").exists() and not stale.exists() and len(planned.todo) == 1
+
+
+def test_a_rerun_with_nothing_left_loads_no_model(cfg, tmp_path):
+    from emodraw_batch import model
+    from emodraw_batch.runner import classifier_settings
+
+    corpus = write_corpus(tmp_path / "in.parquet", make_texts(30, seed=4), row_group_size=10)
+    first = run([str(corpus)], tmp_path / "out", cfg)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    model.clear_cache()
+    again = run([str(corpus)], tmp_path / "out", cfg)
+    assert again.resumed == 1 and again.rows == first.rows and again.emotions == first.emotions
+    assert model.load_count(**classifier_settings(cfg)) == 0  # described from the output files instead
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["model"] == manifest["model"]
