@@ -5,6 +5,7 @@
     DIR/manifest.json   written last, when every shard is complete
     DIR/stats/          aggregate statistics (stats.py)
     DIR/charts/         PNG charts and report.html (report.py)
+    DIR/.emodraw.lock   held by the run writing the folder (lock.py)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ CHARTS = "charts"
 RUN_FILE = "run.json"
 MANIFEST = "manifest.json"
 STATS_SUMMARY = "summary.json"
+LOCK_FILE = ".emodraw.lock"
 # What --overwrite may delete: everything a run writes, and nothing else.
 WRITTEN = (LABELS, STATS, CHARTS, RUN_FILE, MANIFEST)
 
@@ -47,6 +49,10 @@ class Layout:
     @property
     def manifest(self) -> Path:
         return self.root / MANIFEST
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE
 
     @property
     def stats_summary(self) -> Path:

@@ -108,7 +108,14 @@ def claim(out: Layout, record: dict[str, Any], overwrite: bool) -> None:
         clear(out)
     out.root.mkdir(parents=True, exist_ok=True)
     write_json(out.run_file, record)
-    # Temporary files of a crashed run are hidden from readers; remove them now.
+    remove_temp_files(out)
+
+
+def remove_temp_files(out: Layout) -> None:
+    """Remove the hidden temporary files of writers that died (a crashed run, a killed Dask worker).
+
+    Safe only while this run holds the folder's lock (lock.py): then no other writer exists.
+    """
     for stale in out.labels.glob(f".*{TEMP_SUFFIX}") if out.labels.exists() else ():
         stale.unlink(missing_ok=True)
 

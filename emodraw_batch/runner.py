@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import __version__, stats
+from . import __version__, lock, resume, stats
 from .atomic import write_json
 from .config import RunConfig
 from .errors import OutputError
@@ -198,6 +198,7 @@ def finish(
             f"Row count check failed: planned {expected} but wrote {got}. The output in {str(job.out.root)!r} "
             "is incomplete; rerun the same command."
         )
+    resume.remove_temp_files(job.out)  # left by a worker that died mid-shard (its shard was redone)
     summary = summarize(plan, results, seconds)
     if job.config.id_column:
         summary.duplicate_ids = count_duplicates(job.out, job.config.id_column)
@@ -227,9 +228,11 @@ def run(
 ) -> Summary:
     """Validate, plan, label every unfinished shard in this process, finish (the flow's steps, without Prefect)."""
     started = time.perf_counter()
-    planned = plan(validate(specs, out_dir, config, overwrite))
-    if not planned.todo:
-        return finish(planned, [], time.perf_counter() - started)
-    clf = classifier_for(config)
-    results = [label_shard(s, config, out_dir, on_rows, clf) for s in planned.todo]
-    return finish(planned, results, time.perf_counter() - started, clf.describe())
+    job = validate(specs, out_dir, config, overwrite)
+    with lock.held(job.out):
+        planned = plan(job)
+        if not planned.todo:
+            return finish(planned, [], time.perf_counter() - started)
+        clf = classifier_for(config)
+        results = [label_shard(s, config, out_dir, on_rows, clf) for s in planned.todo]
+        return finish(planned, results, time.perf_counter() - started, clf.describe())

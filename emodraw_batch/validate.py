@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import resume, stats
+from . import lock, resume, stats
 from .config import RunConfig
 from .errors import InputError, OutputError
 from .layout import Layout, layout
@@ -83,4 +83,5 @@ def validate(specs: Sequence[str], out_dir: str | Path, config: RunConfig, overw
     shards = plan_shards(inputs, config.shard_rows)
     record = resume.job_record(inputs, config, shards)
     resume.check(out, record, overwrite)
+    lock.check(out)
     return Job(tuple(specs), inputs, out, config, shards, record, overwrite)

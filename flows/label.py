@@ -23,7 +23,7 @@ from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from prefect.settings import PREFECT_API_URL
 
-from emodraw_batch import runner
+from emodraw_batch import lock, runner
 from emodraw_batch.config import RunConfig
 from emodraw_batch.dates import fill_dates, zone
 from emodraw_batch.errors import ConfigError, EmodrawError, ModelError
@@ -191,11 +191,12 @@ def label_corpus(
     cfg, engine = load_settings(config_file, **(config or {}))
     day = run_day(timezone)
     job = validate([fill_dates(p, day) for p in inputs], fill_dates(output, day), cfg, overwrite)
-    planned = plan_shards(job)
-    done = label_all(planned, engine)
-    # The model as the workers loaded it; with nothing left to label, finish reads it from the outputs.
-    model = done[0].model if done else None
-    summary = finish(planned, [d.result for d in done], time.perf_counter() - started, model, engine)
+    with lock.held(job.out):  # one writer per output folder, from planning to the manifest
+        planned = plan_shards(job)
+        done = label_all(planned, engine)
+        # The model as the workers loaded it; with nothing left to label, finish reads it from the outputs.
+        model = done[0].model if done else None
+        summary = finish(planned, [d.result for d in done], time.perf_counter() - started, model, engine)
     return {**summary.to_dict(), "workers": _workers(done)}
 
 

@@ -1,0 +1,76 @@
+"""One writer per output folder: a second run is refused at once, a dead holder's lock is taken over."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from conftest import make_texts, write_corpus
+from emodraw_batch.config import load_config
+from emodraw_batch.errors import OutputError
+from emodraw_batch.runner import run
+
+HOLD = """
+import sys, time
+from emodraw_batch.layout import layout
+from emodraw_batch.lock import held
+with held(layout(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """Another process that holds the lock of tmp_path/out until killed."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / "out")], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def job(tiny_model, tmp_path):
+    corpus = write_corpus(tmp_path / "in.parquet", make_texts(40, seed=9), row_group_size=10)
+    return [str(corpus)], tmp_path / "out", load_config(model=tiny_model, device="cpu", max_length=32)
+
+
+def test_a_second_run_is_refused_at_once_naming_the_holder(job, holder):
+    started = time.perf_counter()
+    with pytest.raises(OutputError, match=rf"pid {holder.pid} on .* since 20"):
+        run(*job)
+    assert time.perf_counter() - started < 30  # refused, not waiting (a loose bound: no timing claim)
+    assert not (job[1] / "labels").exists() and not (job[1] / "run.json").exists()
+
+
+def test_the_cli_refuses_before_starting_anything(job, holder):
+    env_cmd = [sys.executable, "-m", "emodraw_cli.app", "run", job[0][0], "--output", str(job[1]),
+               "--model", job[2].model, "--device", "cpu", "--no-progress"]
+    result = subprocess.run(env_cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "being written by another run" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_dead_holders_lock_is_taken_over_with_a_warning(job, holder):
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = run(*job)
+    assert summary.rows == 40
+    assert any(f"pid {holder.pid}" in str(w.message) and "gone" in str(w.message) for w in caught)
+
+
+def test_a_cleanly_finished_run_leaves_nothing_to_warn_about(job):
+    run(*job)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any takeover warning would fail here
+        assert run(*job).resumed == 1
+    assert Path(job[1] / ".emodraw.lock").read_text() == ""
