@@ -50,6 +50,24 @@ def write_corpus(path: Path, texts: list[str], row_group_size: int = 64, start_i
     return path
 
 
+def labels(out: Path) -> pa.Table:
+    """All output rows in shard order (shard names sort by file, then row group)."""
+    return pa.concat_tables([pq.read_table(p) for p in sorted((out / "labels").glob("*.parquet"))])
+
+
+def assert_same_labels(a: pa.Table, b: pa.Table) -> None:
+    """Same rows, order, labels and passthrough; probabilities within 1e-5."""
+    import numpy as np
+
+    assert a.num_rows == b.num_rows and a.schema.names == b.schema.names
+    for name in ("id", "text", "emotion", "status", "n_tokens", "truncated"):
+        assert a[name].to_pylist() == b[name].to_pylist(), name
+    for name in [n for n in a.schema.names if n.startswith("prob_")] + ["score"]:
+        x = a[name].to_numpy(zero_copy_only=False).astype(np.float64)
+        y = b[name].to_numpy(zero_copy_only=False).astype(np.float64)
+        np.testing.assert_allclose(x, y, atol=1e-5, equal_nan=True, err_msg=name)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     """A tiny random ALBERT emotion classifier saved with save_pretrained (safetensors)."""

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 import flows  # noqa: F401  (Prefect defaults before Prefect is imported)
-from conftest import make_texts, write_corpus
+from conftest import assert_same_labels, labels, make_texts, write_corpus
 from emodraw_cli.app import app
 from emodraw_batch.config import load_config
 from emodraw_batch.errors import ConfigError
@@ -98,21 +98,6 @@ def corpus(tmp_path_factory) -> Path:
     texts[5] = ""  # an empty and a null text travel through every engine too
     write_corpus(root / "b.parquet", texts, row_group_size=30, start_id=1000)
     return root
-
-
-def labels(out: Path) -> pa.Table:
-    """All output rows in shard order (shard names sort by file, then row group)."""
-    return pa.concat_tables([pq.read_table(p) for p in sorted((out / "labels").glob("*.parquet"))])
-
-
-def assert_same_labels(a: pa.Table, b: pa.Table) -> None:
-    assert a.num_rows == b.num_rows and a.schema.names == b.schema.names
-    for name in ("id", "text", "emotion", "status", "n_tokens", "truncated"):
-        assert a[name].to_pylist() == b[name].to_pylist(), name
-    for name in [n for n in a.schema.names if n.startswith("prob_")] + ["score"]:
-        x = a[name].to_numpy(zero_copy_only=False).astype(np.float64)
-        y = b[name].to_numpy(zero_copy_only=False).astype(np.float64)
-        np.testing.assert_allclose(x, y, atol=1e-5, equal_nan=True, err_msg=name)
 
 
 def invoke(*args: str) -> dict:

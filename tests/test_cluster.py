@@ -1,0 +1,120 @@
+"""A real Dask cluster: `dask scheduler` and two `dask worker` processes on 127.0.0.1, each in its
+own working directory, and `emodraw-batch run --engine dask --address ...` against them.
+
+The output must equal the local engine's; with one worker killed by SIGKILL in the middle of a
+shard, the run still completes with every row once, the same labels and no temporary file left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_same_labels, labels, make_texts, write_corpus
+from emodraw_batch.config import load_config
+from emodraw_batch.runner import run
+
+DASK = str(Path(sys.executable).with_name("dask"))
+TEMP = re.compile(r"^\.part-.*\.(\d+)\.tmp$")  # a shard being written: the writer's pid is in the name
+
+
+def _wait(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.02)
+    return value
+
+
+@pytest.fixture
+def cluster(tmp_path, prefect_api):
+    """A scheduler and two single-threaded workers without nannies (a killed worker stays dead)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFECT_API_URL": prefect_api}
+    info = tmp_path / "scheduler.json"
+    procs = []
+
+    def start(name: str, *args: str) -> subprocess.Popen:
+        cwd = tmp_path / name
+        cwd.mkdir()
+        log = open(cwd / "log.txt", "w")
+        procs.append(subprocess.Popen([DASK, *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT))
+        return procs[-1]
+
+    start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(info))
+    try:
+        address = _wait(lambda: info.exists() and json.loads(info.read_text() or "{}").get("address"), 120, "scheduler")
+        workers = [
+            start(f"worker{i}", "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                  "--name", f"w{i}", "--local-directory", str(tmp_path / f"worker{i}"))
+            for i in range(2)
+        ]
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=180)
+        yield address, workers
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def _cli_run(corpus: Path, out: Path, model: str, address: str, shard_rows: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "emodraw_cli.app", "run", str(corpus), "--output", str(out), "--model", model,
+           "--device", "cpu", "--shard-rows", str(shard_rows), "--engine", "dask", "--address", address,
+           "--retries", "0", "--json", "--no-progress"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _summary(proc: subprocess.Popen) -> dict:
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _reference(corpus: Path, out: Path, model: str, shard_rows: int):
+    run([str(corpus)], out, load_config(model=model, device="cpu", shard_rows=shard_rows))
+    return labels(out)
+
+
+def test_an_existing_cluster_gives_the_local_engines_output(cluster, tiny_model, tmp_path):
+    address, _ = cluster
+    corpus = write_corpus(tmp_path / "in.parquet", make_texts(600, seed=31), row_group_size=100)
+    summary = _summary(_cli_run(corpus, tmp_path / "out", tiny_model, address, 200))
+    assert summary["rows"] == 600 and summary["outputs"] == 3
+    assert sum(w["shards"] for w in summary["workers"].values()) == 3
+    assert all(w["model_loads"] == 1 for w in summary["workers"].values())
+    assert_same_labels(labels(tmp_path / "out"), _reference(corpus, tmp_path / "ref", tiny_model, 200))
+
+
+def test_a_worker_killed_mid_shard_loses_and_duplicates_nothing(cluster, tiny_model, tmp_path):
+    address, workers = cluster
+    # Shards of 6,000 rows take the tiny model a second or more each: long enough to be caught mid-write.
+    corpus = write_corpus(tmp_path / "in.parquet", make_texts(36_000, seed=32, max_words=30), row_group_size=6000)
+    out = tmp_path / "out"
+    proc = _cli_run(corpus, out, tiny_model, address, 6000)
+
+    def writing_pid():
+        names = [p.name for p in (out / "labels").glob(".part-*")] if (out / "labels").exists() else []
+        pids = {int(m[1]) for m in map(TEMP.match, names) if m} & {w.pid for w in workers}
+        return min(pids) if pids else None
+
+    victim = _wait(writing_pid, 300, "a worker writing a shard")
+    os.kill(victim, signal.SIGKILL)
+    summary = _summary(proc)
+    assert summary["rows"] == 36_000 and summary["outputs"] == 6
+    # The victim reported no shard: the one it was writing was redone by the surviving worker.
+    assert not [w for w in summary["workers"] if w.endswith(f":{victim}")], summary["workers"]
+    got = labels(out)
+    assert sorted(got["id"].to_pylist()) == list(range(36_000))  # every row once
+    assert_same_labels(got, _reference(corpus, tmp_path / "ref", tiny_model, 6000))
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # the dead worker's file is gone too
