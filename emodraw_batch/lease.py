@@ -1,0 +1,120 @@
+"""A lock for object stores, which have no OS locks: a lease object with verification and renewal.
+
+`DIR/.emodraw.lock` holds JSON naming the holder (host, pid, start time), a random token and
+when the lease was last renewed. To take it, a run checks that no live lease exists, writes its
+own, waits SETTLE_S and reads it back: with the store's read-after-write consistency, of two runs
+that both found the folder free, the one whose write came first reads the other's token and
+refuses, as long as no process stalls between its check and its write for longer than SETTLE_S
+(the check and the write are milliseconds apart). The holder renews the lease every RENEW_S; a
+lease not renewed for LEASE_S (its holder died on another machine), or naming a dead pid on this
+host, is taken over with a warning. Works on any pyarrow filesystem.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+import warnings
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+SETTLE_S = 2.0
+RENEW_S = 60.0
+LEASE_S = 600.0  # 10 minutes without renewal: the holder is gone
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def read(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
+    """The lease in force at `path`, or None when there is none (missing, empty or unreadable)."""
+    try:
+        with fs.open_input_stream(path) as stream:
+            data = json.loads(stream.read() or b"null")
+    except (FileNotFoundError, OSError, ValueError, pa.ArrowException):
+        return None
+    return data or None
+
+
+def _alive_here(holder: dict[str, Any]) -> bool | None:
+    """True/False for a holder on this host (is its pid alive?), None for another host."""
+    if holder.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    return True
+
+
+def expired(holder: dict[str, Any], now: dt.datetime | None = None) -> bool:
+    """The holder is gone: a dead pid on this host, or no renewal for LEASE_S."""
+    alive = _alive_here(holder)
+    if alive is not None:
+        return not alive
+    try:
+        renewed = dt.datetime.fromisoformat(holder["renewed"])
+    except (KeyError, ValueError, TypeError):
+        return True
+    return ((now or _now()) - renewed).total_seconds() > LEASE_S
+
+
+class Lease:
+    """Hold the lease at `path` on `fs` while in a `with` block; `refuse(holder)` builds the error."""
+
+    def __init__(self, fs: pafs.FileSystem, path: str, refuse: Any) -> None:
+        self.fs, self.path, self.refuse = fs, path, refuse
+        self.token = uuid.uuid4().hex
+        self.since = _now().isoformat()
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def _write(self) -> None:
+        record = {"host": socket.gethostname(), "pid": os.getpid(), "since": self.since,
+                  "renewed": _now().isoformat(), "token": self.token}
+        with self.fs.open_output_stream(self.path) as stream:  # an object appears whole, on close
+            stream.write(json.dumps(record).encode())
+
+    def __enter__(self) -> Lease:
+        holder = read(self.fs, self.path)
+        if holder is not None:
+            if not expired(holder):
+                raise self.refuse(holder)
+            warnings.warn(
+                f"Taking over the lock {self.path!r} from a run that is gone (pid {holder.get('pid')} on "
+                f"{holder.get('host')} since {holder.get('since')}); its finished shards are kept and the rest redone.",
+                stacklevel=2,
+            )
+        self._write()
+        time.sleep(SETTLE_S)
+        holder = read(self.fs, self.path)
+        if holder is None or holder.get("token") != self.token:
+            raise self.refuse(holder or {})
+        self._renewer = threading.Thread(target=self._renew, name="emodraw-lease", daemon=True)
+        self._renewer.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self._stop.wait(RENEW_S):
+            try:
+                self._write()
+            except Exception:  # noqa: BLE001 - a missed renewal is retried; the lease is long
+                pass
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        holder = read(self.fs, self.path)
+        if holder is not None and holder.get("token") == self.token:
+            self.fs.delete_file(self.path)

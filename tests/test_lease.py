@@ -1,0 +1,89 @@
+"""The object-store lock protocol (lease.py), run on a local pyarrow filesystem: it uses only
+open/read/write/delete of whole objects, so it behaves the same on S3 (see test_s3 for the real store)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import warnings
+
+import pyarrow.fs as pafs
+import pytest
+
+from emodraw_batch import lease
+
+
+class Refused(Exception):
+    pass
+
+
+@pytest.fixture
+def spot(tmp_path, monkeypatch):
+    monkeypatch.setattr(lease, "SETTLE_S", 0.01)
+    return pafs.LocalFileSystem(), str(tmp_path / ".emodraw.lock")
+
+
+def refuse(holder):
+    return Refused(f"held by pid {holder.get('pid')} on {holder.get('host')}")
+
+
+def write_holder(fs, path, **fields):
+    with fs.open_output_stream(path) as stream:
+        stream.write(json.dumps(fields).encode())
+
+
+def test_a_held_lease_refuses_a_second_run_and_is_removed_on_release(spot):
+    fs, path = spot
+    with lease.Lease(fs, path, refuse):
+        holder = lease.read(fs, path)
+        assert holder["host"] == socket.gethostname() and holder["token"]
+        with pytest.raises(Refused, match=f"pid {holder['pid']}"):
+            lease.Lease(fs, path, refuse).__enter__()
+    assert lease.read(fs, path) is None
+
+
+def test_of_two_runs_that_both_found_it_free_only_the_last_writer_holds_it(spot, monkeypatch):
+    fs, path = spot
+    other = lease.Lease(fs, path, refuse)
+    # While this run settles, another run (which also saw no lease) writes its own.
+    monkeypatch.setattr(lease.time, "sleep", lambda s: other._write())
+    with pytest.raises(Refused):
+        lease.Lease(fs, path, refuse).__enter__()
+    assert lease.read(fs, path)["token"] == other.token
+
+
+@pytest.mark.parametrize(
+    "holder, gone",
+    [
+        ({"host": "elsewhere", "pid": 1, "renewed": "2020-01-01T00:00:00+00:00"}, True),  # not renewed: expired
+        ({"host": "elsewhere", "pid": 1, "renewed": "NOW"}, False),  # renewed just now on another host
+        ({"host": socket.gethostname(), "pid": 2**22 + 7, "renewed": "NOW"}, True),  # a dead pid on this host
+    ],
+)
+def test_a_lease_whose_holder_is_gone_is_taken_over_with_a_warning(spot, holder, gone):
+    fs, path = spot
+    if holder["renewed"] == "NOW":
+        holder["renewed"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    write_holder(fs, path, since="earlier", token="theirs", **holder)
+    assert lease.expired(holder) is gone
+    if not gone:
+        with pytest.raises(Refused):
+            lease.Lease(fs, path, refuse).__enter__()
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with lease.Lease(fs, path, refuse) as mine:
+            assert lease.read(fs, path)["token"] == mine.token
+    assert any("Taking over" in str(w.message) for w in caught)
+
+
+def test_the_holder_renews_its_lease(spot, monkeypatch):
+    fs, path = spot
+    monkeypatch.setattr(lease, "RENEW_S", 0.05)
+    with lease.Lease(fs, path, refuse):
+        first = lease.read(fs, path)["renewed"]
+        import time
+
+        time.sleep(0.3)
+        assert lease.read(fs, path)["renewed"] > first
