@@ -95,6 +95,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "buckets": {"precision": "bf16", "fast": {**STAGED, "pad_multiple": 16}},
     "compile": {"precision": "bf16", "fast": {**STAGED, "pad_multiple": 16, "compile": True}},
     "graphs": {"precision": "bf16", "fast": {**STAGED, "pad_multiple": 16, "compile": "reduce-overhead"}},
+    "flex": {"precision": "bf16", "fast": {**STAGED, "attn_implementation": "flex_attention"}},
 }
 AGREE_VARIANTS: dict[str, dict[str, Any]] = {
     "fp32": {"precision": "fp32", "fast": {}},
