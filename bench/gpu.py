@@ -222,10 +222,13 @@ def read_probs(path: Path, id_column: str = "id") -> tuple[Any, Any]:
     import pyarrow.parquet as pq
 
     files = [path] if path.is_file() else sorted((path / "labels").glob("*.parquet"))
-    table = pa.concat_tables([pq.read_table(f) for f in files]) if files else None
-    if table is None or table.num_rows == 0:
+    if not files:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0))
-    names = [c for c in table.column_names if c.startswith("prob_")]
+    names = [c for c in pq.read_schema(files[0]).names if c.startswith("prob_")]
+    columns = [id_column, *names] + (["status"] if "status" in pq.read_schema(files[0]).names else [])
+    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    if table.num_rows == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, len(names)))
     if "status" in table.column_names:
         table = table.filter(pa.compute.equal(table["status"], "ok"))
     ids = table[id_column].to_numpy()
@@ -730,18 +733,14 @@ def machine(device: str) -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     if device.startswith("cuda"):
-        import torch
-
-        info["gpu"] = torch.cuda.get_device_name(0)
-        props = torch.cuda.get_device_properties(0)
-        info["gpu_memory_mib"] = props.total_memory / 2**20
-        info["sms"] = props.multi_processor_count
-        info["peak_bf16_tflops"] = peak_bf16_tflops(info["gpu"])
+        # From nvidia-smi, not torch: a CUDA context in this driver process would hold GPU memory
+        # that every measured process would then see as used.
         try:
-            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                            capture_output=True, text=True).stdout.strip()
-        except OSError:
-            pass
+            query = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits", "--id=0"]
+            name, memory, driver = (x.strip() for x in subprocess.run(query, capture_output=True, text=True).stdout.split(","))
+            info.update(gpu=name, gpu_memory_mib=float(memory), driver=driver, peak_bf16_tflops=peak_bf16_tflops(name))
+        except (OSError, ValueError):
+            info["gpu"] = "unknown (nvidia-smi failed)"
     return info
 
 
@@ -804,6 +803,9 @@ def worker_label(spec: dict[str, Any], t0: float = STARTED) -> dict[str, Any]:
         t = time.perf_counter()
         clf(pq.read_table(spec["corpus"], columns=["text"]).slice(0, 20_000)["text"].to_pylist())
         warmup_s = time.perf_counter() - t
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()  # the steady state's peak, not compilation's workspaces
     loaded = time.perf_counter()
     stats = {"padded_tokens": 0, "batches": 0, "forward_s": 0.0, "input_wait_s": 0.0, "write_wait_s": 0.0}
     first: list[float] = []
