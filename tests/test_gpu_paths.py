@@ -136,7 +136,7 @@ def test_prepared_batches_are_redone_when_the_budget_changed(tiny_model, texts, 
 
     clf._run = spy
     probs = clf.forward(ids)
-    assert max(used) <= 300 or min(used) == max(used)
+    assert max(used) <= 300  # packed for the new budget (the tiny model has 64 positions: no row alone exceeds it)
     np.testing.assert_allclose(probs, exact.probs, atol=EXACT_ATOL)
 
 
