@@ -1,11 +1,13 @@
 """The baseline: the `transformers.pipeline` loop a user would write to label a Parquet file.
 
     python bench/baseline.py CORPUS.parquet OUT.parquet --model DIR [--device cpu] [--threads N]
+        [--batch-size 32] [--dtype fp32|bf16]
 
 Reads the text column, runs `pipeline("text-classification", top_k=None)` with
-batch_size=32 and truncation=True, writes the labelled Parquet (emotion, score and one
+batch_size=32 (bench/gpu.py: 64) and truncation=True, in fp32 or with the model loaded in
+bf16 (`dtype=torch.bfloat16`), writes the labelled Parquet (emotion, score and one
 prob_<label> column per label), and prints its timings as one JSON line on stdout.
-`bench/bench.py` runs it in its own process, so its peak memory is its own.
+`bench/bench.py` and `bench/gpu.py` run it in its own process, so its peak memory is its own.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="Model weights' dtype (pipeline dtype=).")
     args = parser.parse_args()
 
     import pyarrow as pa
@@ -38,7 +41,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    classify = pipeline("text-classification", model=args.model, top_k=None, device=args.device)
+    extra = {"dtype": torch.bfloat16} if args.dtype == "bf16" else {}
+    classify = pipeline("text-classification", model=args.model, top_k=None, device=args.device, **extra)
     loaded = time.perf_counter()
 
     table = pq.read_table(args.corpus)
@@ -57,12 +61,16 @@ def main() -> None:
         table = table.append_column(name, column)
     pq.write_table(table, args.output, compression="zstd")
     done = time.perf_counter()
+    cuda = args.device.startswith("cuda") or args.device.isdigit()
     print(
         json.dumps(
             {
                 "rows": table.num_rows,
                 "startup_s": loaded - STARTED,  # imports + pipeline() (model load)
                 "label_s": done - loaded,  # read + classify + write
+                "dtype": args.dtype,
+                "batch_size": args.batch_size,
+                "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
             }
         )
     )

@@ -31,6 +31,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -123,18 +124,22 @@ def checkpoint(work: Path, size: str, pool: list[str], source: str) -> Path:
 
 
 class GpuSampler:
-    """Mean GPU utilization while a process runs, sampled with nvidia-smi (CUDA runs only)."""
+    """Mean GPU utilization and peak used GPU memory while a process runs, sampled with nvidia-smi
+    every 0.2 s (CUDA runs only). Memory is the whole GPU's, as nvidia-smi sees it (all processes)."""
 
     def __init__(self, enabled: bool) -> None:
         self.samples: list[float] = []
+        self.memory: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True) if enabled else None
 
     def _sample(self) -> None:
-        query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "--id=0"]
+        query = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits", "--id=0"]
         while not self._stop.wait(0.2):
             try:
-                self.samples.append(float(subprocess.run(query, capture_output=True, text=True).stdout.split()[0]))
+                util, used = subprocess.run(query, capture_output=True, text=True).stdout.strip().split(",")[:2]
+                self.samples.append(float(util))
+                self.memory.append(float(used))
             except (OSError, ValueError, IndexError):
                 return
 
@@ -151,6 +156,10 @@ class GpuSampler:
     @property
     def mean(self) -> float | None:
         return round(sum(self.samples) / len(self.samples), 1) if self.samples else None
+
+    @property
+    def peak_memory_mib(self) -> float | None:
+        return max(self.memory) if self.memory else None
 
 
 def _tree(pid: int) -> list[int]:
@@ -175,7 +184,7 @@ def _hwm_mib(pid: int) -> float:
         return 0.0
 
 
-def measure(cmd: list[str], env: dict[str, str], gpu: bool = False) -> dict[str, Any]:
+def measure(cmd: list[str], env: dict[str, str], gpu: bool = False, timeout: float | None = None) -> dict[str, Any]:
     """Run `cmd`; return wall seconds, peak RSS of its biggest process (MiB) and its stdout.
 
     Peak RSS is each process's own high-water mark (VmHWM), polled every 50 ms. Not
@@ -191,14 +200,31 @@ def measure(cmd: list[str], env: dict[str, str], gpu: bool = False) -> dict[str,
                 peaks[pid] = max(peaks.get(pid, 0.0), _hwm_mib(pid))
             if proc.poll() is not None:  # a zombie until polled: its last VmHWM was read above
                 break
+            if timeout is not None and time.perf_counter() - started > timeout:
+                for pid in reversed(_tree(proc.pid)):  # children first: Dask workers, Prefect's server
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                proc.wait()
+                break
             time.sleep(0.05)
         wall = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
+    result = {
+        "wall_s": wall,
+        "peak_rss_mib": max(peaks.values(), default=0.0),
+        "stdout": stdout,
+        "gpu_util": sampler.mean,
+        "gpu_mem_peak_mib": sampler.peak_memory_mib,
+    }
     if proc.returncode != 0:
+        if timeout is not None:  # the caller records the failure and goes on (bench/gpu.py)
+            return {**result, "failed": proc.returncode, "stderr": stderr[-4000:]}
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{stderr[-4000:]}")
-    return {"wall_s": wall, "peak_rss_mib": max(peaks.values(), default=0.0), "stdout": stdout, "gpu_util": sampler.mean}
+    return result
 
 
 def last_json(stdout: str) -> dict[str, Any]:

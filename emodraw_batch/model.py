@@ -31,6 +31,68 @@ GPU_MEMORY_FRACTION = 0.5
 # Texts per call of the Rust tokenizer: big enough for its thread pool, small enough to bound memory.
 ENCODE_CHUNK = 4096
 
+# GPU fast paths (issue #11), each switchable per classifier by the constructor keyword of the same
+# name, so that bench/gpu.py can A/B them. These module values are the defaults that every
+# classifier gets, `emodraw-batch run` and its Dask workers included; none has been measured on a
+# GPU yet, so all are off (today's exact path) until bench/gpu.py shows which pays.
+# `EMODRAW_FAST_PATHS="half_weights=1,staging=1,..."` overrides them at import, in every process of
+# a run (Dask workers inherit the environment): a benchmark knob, not a user setting.
+FAST_PATH_DEFAULTS: dict[str, Any] = {
+    # bf16/fp16: cast the weights to that dtype (True) instead of autocasting fp32 weights (False).
+    # The logits are upcast to fp32 before the softmax either way.
+    "half_weights": False,
+    # CUDA: copy each batch through a ring of reused pinned host buffers (not a new pinned tensor
+    # per batch), ids and lengths in one copy; the attention mask is built on the device.
+    "staging": False,
+    # Pack and pad a window's batches inside encode() (the prefetch thread), so that forward()
+    # only copies and launches: host work off the GPU's critical path.
+    "prepare_in_encode": False,
+    # Round every batch's width up to a multiple of this (length buckets: few distinct shapes for
+    # torch.compile / CUDA graphs, tensor-core-friendly widths). 1 = pad to the longest row only.
+    "pad_multiple": 1,
+    # transformers attention kernel: None keeps the checkpoint's default (sdpa in transformers 5),
+    # else "sdpa", "eager", "flex_attention" or "flash_attention_2" (if installed).
+    "attn_implementation": None,
+    # torch.compile the model: False; True (inductor, default mode); an inductor mode
+    # ("reduce-overhead" = CUDA graphs, "max-autotune-no-cudagraphs", ...); or "backend:NAME".
+    "compile": False,
+}
+STAGING_SLOTS = 4  # pinned buffers in the ring: a slot is reused only after its copy has finished
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def parse_fast_paths(spec: str) -> dict[str, Any]:
+    """`"half_weights=1,pad_multiple=8,attn_implementation=eager"` -> typed fast-path settings."""
+    out: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in FAST_PATH_DEFAULTS:
+            raise ConfigError(f"Unknown fast path {key!r} in {spec!r}; known: {', '.join(FAST_PATH_DEFAULTS)}.")
+        value = value.strip()
+        if key in ("half_weights", "staging", "prepare_in_encode"):
+            out[key] = value.lower() in ("1", "true", "yes", "on")
+        elif key == "pad_multiple":
+            out[key] = max(int(value or 1), 1)
+        elif key == "attn_implementation":
+            out[key] = value or None
+        else:  # compile
+            out[key] = {"": False, "0": False, "false": False, "off": False, "1": True, "true": True}.get(
+                value.lower(), value
+            )
+    return out
+
+
+def _fast_path_env() -> None:
+    import os
+
+    spec = os.environ.get("EMODRAW_FAST_PATHS", "")
+    if spec:
+        FAST_PATH_DEFAULTS.update(parse_fast_paths(spec))
+
+
+_fast_path_env()
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -55,6 +117,68 @@ def pad_batch(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, pad_id:
     index = np.where(mask, starts[:, None] + position[None, :], 0)
     input_ids = np.where(mask, flat[index] if len(flat) else 0, pad_id).astype(np.int64)
     return input_ids, mask.astype(np.int64)
+
+
+def bucket_width(width: int, multiple: int) -> int:
+    """`width` rounded up to a multiple of `multiple` (1: unchanged)."""
+    return -(-int(width) // multiple) * multiple if multiple > 1 else int(width)
+
+
+class EncodedIds(list):
+    """encode()'s token ids: a plain list of lists, which may carry the window's batches ready to run.
+
+    With `prepare_in_encode`, the prefetch thread packs and pads here; forward() uses `batches`
+    only if they were made for its own token budget and padding, else it packs again.
+    """
+
+    batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None  # (rows, input_ids, lengths)
+    key: tuple[int, int, int] | None = None  # (batch_tokens, pad_multiple, pad_id) they were made for
+
+
+class _Staging:
+    """A ring of reusable host buffers for the host-to-device copy of a batch (ids + lengths).
+
+    On CUDA the buffers are pinned, so the copy is asynchronous; slot i is written again only
+    after an event recorded behind its last copy has completed, so a copy in flight never reads
+    a buffer being refilled. Without CUDA (tests) the same code runs on ordinary memory, where
+    the "copy" is the buffer itself and the model has read it before the next batch.
+    """
+
+    def __init__(self, device: str, slots: int = STAGING_SLOTS) -> None:
+        self.device = device
+        self.cuda = device.startswith("cuda")
+        self.buffers: list[Any] = [None] * slots
+        self.events: list[Any] = [None] * slots
+        self.next = 0
+        self.allocations = 0  # host buffers allocated so far: grows only when a batch outgrows its slot
+
+    def put(self, input_ids: np.ndarray, lengths: np.ndarray) -> tuple[Any, Any]:
+        """(input_ids, lengths) as int64 tensors on the device, through the next slot of the ring."""
+        import torch
+
+        rows, width = input_ids.shape
+        need = rows * width + rows
+        i = self.next
+        self.next = (i + 1) % len(self.buffers)
+        if self.events[i] is not None:
+            self.events[i].synchronize()  # the copy that last read this slot is done
+        buffer = self.buffers[i]
+        if buffer is None or buffer.numel() < need:
+            size = max(need, 2 * buffer.numel() if buffer is not None else 0)
+            buffer = torch.empty(size, dtype=torch.int64, pin_memory=self.cuda)
+            self.buffers[i] = buffer
+            self.allocations += 1
+        host = buffer.numpy()
+        host[: rows * width].reshape(rows, width)[...] = input_ids
+        host[rows * width : need] = lengths
+        if not self.cuda:
+            device = buffer[:need]
+        else:
+            device = buffer[:need].to(self.device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self.events[i] = event
+        return device[: rows * width].view(rows, width), device[rows * width : need]
 
 
 def resolve_device(device: str) -> str:
@@ -264,13 +388,33 @@ class EmotionClassifier:
         max_length: int = 128,
         batch_tokens: int | None = None,
         allow_pickle: bool = False,
+        half_weights: bool | None = None,
+        staging: bool | None = None,
+        prepare_in_encode: bool | None = None,
+        pad_multiple: int | None = None,
+        attn_implementation: str | None = None,
+        compile: bool | str | None = None,  # noqa: A002 - the name torch uses
     ) -> None:
+        """The keywords from `half_weights` on are the GPU fast paths (see FAST_PATH_DEFAULTS);
+        None takes the module default. Each gives the exact path's labels (tests/test_gpu_paths.py)."""
         import torch
 
+        given = dict(
+            half_weights=half_weights,
+            staging=staging,
+            prepare_in_encode=prepare_in_encode,
+            pad_multiple=pad_multiple,
+            attn_implementation=attn_implementation,
+            compile=compile,
+        )
+        self.fast = {k: FAST_PATH_DEFAULTS[k] if v is None else v for k, v in given.items()}
+        self.fast["pad_multiple"] = max(int(self.fast["pad_multiple"]), 1)
         self.name = model
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.tokenizer, self.model = load_checkpoint(model, revision, allow_pickle)
+        if self.fast["attn_implementation"]:
+            self._set_attention(self.fast["attn_implementation"])
         self.model.to(self.device).eval()
         if self.precision == "int8":
             self.model = quantize_int8(self.model)
@@ -286,8 +430,36 @@ class EmotionClassifier:
         self.revision = revision or getattr(config, "_commit_hash", None)
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        if self._autocast is not None and self.fast["half_weights"]:
+            self.model.to(self._autocast)  # weights in bf16/fp16; _run upcasts the logits for the softmax
+            self._autocast = None
         self._cuda = self.device.startswith("cuda")
         self._rust = self._rust_tokenizer()
+        self._staging = _Staging(self.device) if self.fast["staging"] else None
+        self._model_call = self._compiled(self.fast["compile"]) if self.fast["compile"] else self.model
+
+    def _set_attention(self, name: str) -> None:
+        """Switch the loaded model's attention kernel (transformers >= 4.5x: set_attn_implementation)."""
+        setter = getattr(self.model, "set_attn_implementation", None)
+        if setter is None:
+            raise ConfigError(f"This transformers version cannot switch the attention implementation to {name!r}.")
+        try:
+            setter(name)
+        except (ValueError, ImportError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"Attention implementation {name!r} is not available here: {first}") from None
+
+    def _compiled(self, setting: bool | str) -> Any:
+        """torch.compile of the model: True/"default" inductor, an inductor mode, or "backend:NAME"."""
+        import torch
+
+        if setting is True or setting == "default":
+            return torch.compile(self.model)
+        if isinstance(setting, str) and setting.startswith("backend:"):
+            return torch.compile(self.model, backend=setting.split(":", 1)[1])
+        if setting in COMPILE_MODES:
+            return torch.compile(self.model, mode=setting)
+        raise ConfigError(f"compile={setting!r}: use True, one of {', '.join(COMPILE_MODES)}, or 'backend:NAME'.")
 
     def _rust_tokenizer(self) -> Any:
         """A private copy of the Rust tokenizer, set to truncate exactly as `tokenizer(..., truncation=True)`.
@@ -309,7 +481,7 @@ class EmotionClassifier:
         Safe to call from a prefetching thread while `forward` runs: the Rust call releases the GIL.
         """
         encode_batch = getattr(self._rust, "encode_batch_fast", self._rust.encode_batch)  # _fast: no offsets
-        ids: list[list[int]] = []
+        ids: list[list[int]] = EncodedIds()
         truncated = np.zeros(len(texts), dtype=bool)
         # In chunks: a Rust Encoding (tokens, masks, offsets) weighs ~6 KB for a tweet, so a whole
         # 50k-row window at once would briefly cost ~300 MB; only the ids are kept.
@@ -317,7 +489,36 @@ class EmotionClassifier:
             encodings = encode_batch(texts[start : start + ENCODE_CHUNK])
             ids.extend(e.ids for e in encodings)
             truncated[start : start + len(encodings)] = [len(e.overflowing) > 0 for e in encodings]
+        if self.fast["prepare_in_encode"]:
+            ids.batches, ids.key = self._prepare(ids), self._batch_key()
         return ids, truncated
+
+    def _batch_key(self) -> tuple[int, int, int]:
+        return (int(self.batch_tokens), int(self.fast["pad_multiple"]), int(self._pad_id))
+
+    def _prepare(self, ids: list[list[int]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The rows' batches, in length order: (row indices, padded input ids, lengths).
+
+        With pad_multiple > 1 each batch is padded to its width rounded up (a length bucket);
+        the extra positions are padding under a zero mask, so the labels do not change.
+        """
+        n = len(ids)
+        if n == 0:
+            return []
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=n)
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+        starts = np.cumsum(lengths) - lengths
+        multiple = self.fast["pad_multiple"]
+        # Budget the bucketed widths, so a rounded-up batch still fits the token budget.
+        widths = np.where(lengths > 0, -(-lengths // multiple) * multiple, 0) if multiple > 1 else lengths
+        batches = []
+        for batch in pack(widths, self.batch_tokens):
+            input_ids, _ = pad_batch(flat, starts[batch], lengths[batch], self._pad_id)
+            width = bucket_width(input_ids.shape[1], multiple)
+            if width > input_ids.shape[1]:
+                input_ids = np.pad(input_ids, ((0, 0), (0, width - input_ids.shape[1])), constant_values=self._pad_id)
+            batches.append((batch, input_ids, lengths[batch]))
+        return batches
 
     def forward(self, ids: list[list[int]]) -> np.ndarray:
         """Probabilities for pre-tokenized rows, in the order given.
@@ -332,16 +533,40 @@ class EmotionClassifier:
         probs = np.empty((n, len(self.labels)), dtype=np.float32)
         if n == 0:
             return probs
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=n)
-        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-        starts = np.cumsum(lengths) - lengths
+        fast = self.fast["prepare_in_encode"] or self.fast["pad_multiple"] > 1 or self._staging is not None
+        if not fast:
+            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=n)
+            flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+            starts = np.cumsum(lengths) - lengths
+            order, outputs = [], []
+            for batch in pack(lengths, self.batch_tokens):
+                input_ids, mask = pad_batch(flat, starts[batch], lengths[batch], self._pad_id)
+                order.append(batch)
+                outputs.append(self._run(input_ids, mask))
+            probs[np.concatenate(order)] = torch.cat(outputs).cpu().numpy()
+            return probs
+        ready = getattr(ids, "batches", None) if getattr(ids, "key", None) == self._batch_key() else None
+        batches = ready if ready is not None else self._prepare(ids)
         order, outputs = [], []
-        for batch in pack(lengths, self.batch_tokens):
-            input_ids, mask = pad_batch(flat, starts[batch], lengths[batch], self._pad_id)
+        for batch, input_ids, lengths in batches:
             order.append(batch)
-            outputs.append(self._run(input_ids, mask))
+            if self._staging is not None:
+                outputs.append(self._run_staged(input_ids, lengths))
+            else:
+                mask = (np.arange(input_ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+                outputs.append(self._run(input_ids, mask))
         probs[np.concatenate(order)] = torch.cat(outputs).cpu().numpy()
         return probs
+
+    def _run_staged(self, input_ids: np.ndarray, lengths: np.ndarray) -> Any:
+        """One batch through the reused host buffers; the mask is made on the device from the lengths."""
+        import torch
+
+        with torch.inference_mode():
+            ids, lengths_on_device = self._staging.put(input_ids, lengths)
+            position = torch.arange(ids.shape[1], device=ids.device)
+            mask = (position[None, :] < lengths_on_device[:, None]).to(torch.int64)
+            return self._forward_probs(ids, mask)
 
     def _to_device(self, array: np.ndarray) -> Any:
         """Host array -> model device. On CUDA through pinned memory, so the copy is asynchronous."""
@@ -358,13 +583,18 @@ class EmotionClassifier:
 
         with torch.inference_mode():
             input_ids, mask = self._to_device(input_ids), self._to_device(mask)
-            if self._autocast is None:
-                logits = self.model(input_ids=input_ids, attention_mask=mask).logits
-            else:
-                with torch.autocast("cuda" if self._cuda else "cpu", dtype=self._autocast):
-                    logits = self.model(input_ids=input_ids, attention_mask=mask).logits
-            # Softmax in fp32 whatever the compute precision.
-            return logits.float().softmax(-1)
+            return self._forward_probs(input_ids, mask)
+
+    def _forward_probs(self, input_ids: Any, mask: Any) -> Any:
+        import torch
+
+        if self._autocast is None:
+            logits = self._model_call(input_ids=input_ids, attention_mask=mask).logits
+        else:
+            with torch.autocast("cuda" if self._cuda else "cpu", dtype=self._autocast):
+                logits = self._model_call(input_ids=input_ids, attention_mask=mask).logits
+        # Softmax in fp32 whatever the compute precision (half weights give bf16/fp16 logits).
+        return logits.float().softmax(-1)
 
     def __call__(self, texts: list[str]) -> Prediction:
         ids, truncated = self.encode(texts)
@@ -381,7 +611,18 @@ class EmotionClassifier:
             "precision": self.precision,
             "max_length": self.max_length,
             "batch_tokens": self.batch_tokens,
+            # Only fast paths that are on, so the exact path's record is unchanged.
+            **({"fast_paths": on} if (on := self.fast_paths_on()) else {}),
         }
+
+    def fast_paths_on(self) -> dict[str, Any]:
+        """The fast paths that differ from the exact path (see FAST_PATH_DEFAULTS), as set here."""
+        exact = {"half_weights": False, "staging": False, "prepare_in_encode": False, "pad_multiple": 1,
+                 "attn_implementation": None, "compile": False}
+        on = {k: v for k, v in self.fast.items() if v != exact[k]}
+        if on.get("half_weights") and self.precision not in ("bf16", "fp16"):
+            on.pop("half_weights")  # nothing to cast at fp32 / int8
+        return on
 
 
 # This process's classifiers by settings, and how often each was loaded: a worker loads once.

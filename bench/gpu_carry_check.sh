@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Rehearse the wheel carry of bench/gpu_wheels.sh on this CPU machine, before spending GPU time.
+#
+#   bash bench/gpu_carry_check.sh [SCRATCH]     # default /tmp/emodraw-carry-check; ~5 min on 2 cores
+#
+# It downloads the same list for this interpreter's Python version, installs it exactly as on the
+# GPU machine (pip --target, used through PYTHONPATH), and runs bench/gpu.py (CPU, tiny model,
+# every stage but the baseline) in an interpreter that sees only a stand-in for the CUDA image:
+# the reference venv's packages minus everything carried and minus the PRUNED ones. So a missing
+# wheel, a pruned package that is imported after all, or a wheel that does not work from
+# --target fails here. It cannot check what differs on the GPU machine itself: Python 3.12
+# binaries, the image's own versions of the packages it shares with the venv, CUDA, dask-cuda's
+# GPU workers.
+set -euo pipefail
+
+SCRATCH=${1:-/tmp/emodraw-carry-check}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+REF_PY=${REF_PY:-}
+if [[ -z "$REF_PY" ]]; then
+  for candidate in "$ROOT/.venv/bin/python" "$ROOT/../main/.venv/bin/python"; do
+    [[ -x "$candidate" ]] && REF_PY=$candidate && break
+  done
+fi
+: "${REF_PY:?set REF_PY to the venv python of the project}"
+export REF_PY
+source "$HERE/gpu_packages.sh"
+
+version=$("$REF_PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+mkdir -p "$SCRATCH"
+PY_VERSION=$version LZMA=0 MAX_MIB=100000 bash "$HERE/gpu_wheels.sh" "$SCRATCH/whl" | grep -v "^  python3 -m pip\|^on the GPU"
+rm -rf "$SCRATCH/site"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SCRATCH/site" "$SCRATCH"/whl/*.whl
+
+# The stand-in image: symlinks to the venv's site-packages, minus carried, pruned and the project itself.
+"$REF_PY" - "$SCRATCH" $PRUNED emodraw-batch <<'EOF'
+import importlib.metadata as md, re, shutil, sys, sysconfig
+from pathlib import Path
+scratch, dropped = Path(sys.argv[1]), sys.argv[2:]
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+carried = {norm(w.name.split("-")[0]) for w in (scratch / "whl").glob("*.whl")}
+drop = carried | {norm(n) for n in dropped}
+site = Path(sysconfig.get_paths()["purelib"])
+owner = {}
+for dist in md.distributions(path=[str(site)]):
+    for f in dist.files or []:
+        owner.setdefault(f.parts[0], set()).add(norm(dist.metadata["Name"]))
+image = scratch / "image"
+shutil.rmtree(image, ignore_errors=True)
+image.mkdir()
+kept = 0
+for entry in site.iterdir():
+    owners = owner.get(entry.name, set())
+    if entry.suffix == ".pth" or (owners and owners <= drop):
+        continue
+    (image / entry.name).symlink_to(entry)
+    kept += 1
+print(f"stand-in image: {kept} entries of {site}, without {len(drop)} distributions")
+EOF
+
+base=$("$REF_PY" -c 'import sys; print(sys._base_executable)')
+rm -rf "$SCRATCH/py"
+"$base" -m venv --without-pip "$SCRATCH/py"
+purelib=$("$SCRATCH/py/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+printf '%s\n' "$SCRATCH/image" > "$purelib/cuda-image-standin.pth"
+
+export PYTHONPATH="$SCRATCH/site"
+cd "$ROOT"
+"$SCRATCH/py/bin/python" - <<'EOF'
+import importlib
+for name in ("pydantic", "polars", "prefect", "prefect_dask", "dask", "distributed", "dask_cuda", "torch", "transformers"):
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if name == "dask_cuda" and exc.name in ("cuda", "pynvml"):  # cuda-core, nvidia-ml-py: in the CUDA image
+            print(f"  import {name:13s} needs {exc.name} (cuda-core / nvidia-ml-py), which only the CUDA image has")
+            continue
+        raise
+    print(f"  import {name:13s} ok  {getattr(module, '__version__', '')}  {module.__file__}")
+EOF
+HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 "$SCRATCH/py/bin/python" bench/gpu.py --device cpu --size tiny --rows 300 --subset-rows 100 \
+  --work "$SCRATCH/work" --stages setup,label,agree,run --variants fp32,staged --agree-variants fp32,autocast \
+  --no-first-result --no-rss-check
+echo "carry check passed: $SCRATCH"

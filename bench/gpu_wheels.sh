@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The Python wheels that a bare CUDA machine (this workplace's 'cuda' image: Python 3.12, torch,
+# transformers, tokenizers, pyarrow, numpy, typer, rich, httpx, jinja2, psutil, pandas, ...) lacks
+# for bench/gpu.py, downloaded on a machine with PyPI into DEST (default .whl/, ignored by git).
+#
+#   bash bench/gpu_wheels.sh [DEST]
+#
+# Then, on the GPU machine, from the repository root, with DEST carried along:
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+#     && export PYTHONPATH=/tmp/site
+#
+# Versions are those installed by the reference interpreter REF_PY (default: the project's
+# .venv, else python3), so the GPU runs the code the CPU tests ran; dask-cuda (GPU only) is pinned
+# here. Each wheel is then re-compressed with LZMA in place (same files, same RECORD hashes;
+# pip reads LZMA zips): 88 MiB of deflated wheels become ~59 MiB, under the device's 64 MiB
+# carry limit. polars' runtime alone is 51 MiB deflated, 31 MiB with LZMA.
+#
+# Left out, because `emodraw-batch run` (local and dask engines) and bench/gpu.py never import
+# them (an import trace of both engines, bench/GPU.md): prefect's CLI, deployment, notification
+# and Docker extras (apprise, cyclopts, docker, griffe, readchar, rich-rst, ruamel.yaml, semver,
+# dateparser, tzlocal, python-json-logger, jsonpatch, oauthlib, requests-oauthlib), partd, pycparser.
+#
+# Environment: PY_VERSION (3.12: the CUDA image's), REF_PY, LZMA=0 to keep pip's compression,
+# MAX_MIB (60) the size that fails the script.
+set -euo pipefail
+
+DEST=${1:-.whl}
+PY_VERSION=${PY_VERSION:-3.12}
+MAX_MIB=${MAX_MIB:-60}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+if [[ -z "${REF_PY:-}" ]]; then
+  for candidate in "$ROOT/.venv/bin/python" "$ROOT/../main/.venv/bin/python" python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import prefect, polars, dask' 2>/dev/null; then
+      REF_PY=$candidate
+      break
+    fi
+  done
+fi
+: "${REF_PY:?no interpreter with prefect, polars and dask installed: set REF_PY}"
+
+source "$HERE/gpu_packages.sh"  # CORE STATS DASK PREFECT GPU_ONLY (carried), PRUNED (left out)
+
+pins=$("$REF_PY" - $CORE $STATS $DASK $PREFECT <<'EOF'
+import importlib.metadata as md, sys
+missing = []
+for name in sys.argv[1:]:
+    try:
+        print(f"{name}=={md.version(name)}")
+    except md.PackageNotFoundError:
+        missing.append(name)
+if missing:
+    sys.exit(f"not installed in the reference interpreter: {missing}")
+EOF
+)
+
+mkdir -p "$DEST"
+# Only what DEST lacks: pip would re-download a re-compressed wheel (its hash changed).
+todo=$(python3 - "$DEST" $pins $GPU_ONLY <<'EOF'
+import re, sys
+from pathlib import Path
+norm = lambda n: re.sub(r"[-_.]+", "_", n).lower()
+have = {tuple(norm(p) for p in w.name.split("-")[:2]) for w in Path(sys.argv[1]).glob("*.whl")}
+print(" ".join(p for p in sys.argv[2:] if tuple(norm(x) for x in p.split("==")) not in have))
+EOF
+)
+incoming="$DEST/.incoming"
+rm -rf "$incoming"
+mkdir -p "$incoming"
+if [[ -n "$todo" ]]; then
+  echo "downloading $(echo $todo | wc -w) of $(echo $pins $GPU_ONLY | wc -w) wheels for CPython $PY_VERSION (versions of $REF_PY) into $DEST"
+  # shellcheck disable=SC2086
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PY_VERSION" --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_5_x86_64 \
+    -d "$incoming" $todo 2>&1 | grep -v "is ignored: it is neither" || true
+fi
+
+if [[ "${LZMA:-1}" != 0 ]]; then
+  python3 - "$incoming" <<'EOF'
+import os, sys, zipfile
+from pathlib import Path
+for wheel in sorted(Path(sys.argv[1]).glob("*.whl")):
+    with zipfile.ZipFile(wheel) as zin:
+        if all(i.compress_type == zipfile.ZIP_LZMA for i in zin.infolist()):
+            continue  # done by an earlier run
+        tmp = wheel.with_suffix(".tmp")
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as zout:
+            for info in zin.infolist():
+                copy = zipfile.ZipInfo(info.filename, info.date_time)
+                copy.external_attr = info.external_attr
+                copy.compress_type = zipfile.ZIP_LZMA
+                zout.writestr(copy, zin.read(info))
+    os.replace(tmp, wheel)
+EOF
+fi
+mv "$incoming"/*.whl "$DEST"/ 2>/dev/null || true
+rmdir "$incoming"
+
+# Exactly one wheel per package (two versions stop the whole install), and every pin present.
+python3 - "$DEST" $pins $GPU_ONLY <<'EOF'
+import re, sys
+from pathlib import Path
+dest, pins = Path(sys.argv[1]), sys.argv[2:]
+norm = lambda n: re.sub(r"[-_.]+", "_", n).lower()
+have = {}
+for w in dest.glob("*.whl"):
+    name, version = w.name.split("-")[:2]
+    have.setdefault(norm(name), []).append(version)
+missing = [p for p in pins if norm(p.split("==")[0]) not in have]
+twice = {n: v for n, v in have.items() if len(v) > 1}
+extra = sorted(set(have) - {norm(p.split("==")[0]) for p in pins})
+if missing or twice:
+    sys.exit(f"missing wheels: {missing}; several versions: {twice}")
+if extra:
+    print(f"note: {dest} also holds {extra} (from an earlier list?); they will be installed too")
+EOF
+
+
+bytes=$(du -cb "$DEST"/*.whl | tail -1 | cut -f1)
+mib=$(( (bytes + 1048575) / 1048576 ))
+echo "$DEST: $(ls "$DEST"/*.whl | wc -l) wheels, ${mib} MiB"
+if (( mib > MAX_MIB )); then
+  echo "too big to carry: ${mib} MiB > ${MAX_MIB} MiB" >&2
+  exit 1
+fi
+cat <<EOF
+on the GPU machine (carry ["$DEST"]), before bench/gpu.py:
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $DEST/*.whl && export PYTHONPATH=/tmp/site
+EOF

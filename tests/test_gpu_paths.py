@@ -1,0 +1,360 @@
+"""The GPU fast paths give the exact path's labels, and bench/gpu.py computes and reports right.
+
+No GPU here: every fast path of `model.FAST_PATH_DEFAULTS` runs on the CPU through the same
+code (the pinned staging ring with ordinary memory, torch.compile with the "eager" backend),
+and is compared with the exact path. Exact paths to 1e-5 (the same arithmetic on other
+shapes); bf16 weights within a stated tolerance on the shipped trained checkpoint. Speed is
+measured by bench/gpu.py on a GPU, never here; its arithmetic is tested on given numbers, and
+the whole command is rehearsed on the CPU with a tiny model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import make_texts, write_corpus
+from emodraw_batch import model as M
+from emodraw_batch.errors import ConfigError
+from emodraw_batch.model import EmotionClassifier
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINED = str(ROOT / "data" / "albert-tiny-emotion")
+# Same arithmetic, other shapes (buckets pad more, eager vs sdpa attention, compiled graphs):
+# measured max |dp| 7e-7 on the wild tiny model.
+EXACT_ATOL = 1e-5
+# bf16 weights (and bf16 autocast) vs fp32 on the trained checkpoint, 400 texts on this CPU:
+# measured max |dp| 0.012-0.014 and 100% agreement; the issue asks >= 99.5% on the GPU.
+BF16_ATOL, BF16_MIN_AGREEMENT = 0.05, 0.99
+
+
+def load_gpu_bench():
+    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "bench" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return make_texts(200, seed=11, max_words=80)  # some longer than the tiny model's 64 positions: truncated
+
+
+@pytest.fixture(scope="module")
+def exact(tiny_model, texts):
+    return EmotionClassifier(tiny_model, device="cpu", batch_tokens=700)(texts)
+
+
+def assert_same_labels(fast, exact, atol: float) -> None:
+    np.testing.assert_allclose(fast.probs, exact.probs, atol=atol, rtol=0)
+    assert np.array_equal(fast.n_tokens, exact.n_tokens) and np.array_equal(fast.truncated, exact.truncated)
+    # Top labels are equal wherever the exact top-2 margin exceeds what the tolerance can flip.
+    top2 = np.sort(exact.probs, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 2 * atol
+    assert clear.mean() > 0.9
+    assert np.array_equal(fast.probs.argmax(1)[clear], exact.probs.argmax(1)[clear])
+
+
+# -- exact fast paths ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fast",
+    [
+        {"staging": True},
+        {"prepare_in_encode": True},
+        {"staging": True, "prepare_in_encode": True},
+    ],
+    ids=["staging", "prepare_in_encode", "both"],
+)
+def test_staging_and_preparing_are_bit_identical(tiny_model, texts, exact, fast):
+    clf = EmotionClassifier(tiny_model, device="cpu", batch_tokens=700, **fast)
+    got = clf(texts)
+    assert np.array_equal(got.probs, exact.probs)  # the same ids, mask and shapes: the same bits
+    assert np.array_equal(got.n_tokens, exact.n_tokens) and np.array_equal(got.truncated, exact.truncated)
+    assert clf.describe()["fast_paths"] == fast
+
+
+@pytest.mark.parametrize(
+    "fast",
+    [
+        {"pad_multiple": 8},
+        {"pad_multiple": 32, "staging": True, "prepare_in_encode": True},
+        {"attn_implementation": "eager"},
+        {"attn_implementation": "sdpa", "pad_multiple": 16},
+    ],
+    ids=["buckets8", "buckets32-staged", "eager", "sdpa-buckets16"],
+)
+def test_buckets_and_attention_kernels_give_the_exact_labels(tiny_model, texts, exact, fast):
+    got = EmotionClassifier(tiny_model, device="cpu", batch_tokens=700, **fast)(texts)
+    assert_same_labels(got, exact, EXACT_ATOL)
+
+
+def test_torch_compile_gives_the_exact_labels(tiny_model, texts, exact):
+    # The "eager" backend runs Dynamo's capture without code generation (inductor needs minutes here);
+    # the GPU benchmark measures inductor and CUDA graphs ("reduce-overhead").
+    clf = EmotionClassifier(tiny_model, device="cpu", batch_tokens=700, compile="backend:eager", pad_multiple=16)
+    assert clf._model_call is not clf.model
+    assert_same_labels(clf(texts[:80]), EmotionClassifier(tiny_model, device="cpu", batch_tokens=700)(texts[:80]), EXACT_ATOL)
+
+
+def test_bucketed_batches_keep_every_row_once_within_the_budget(tiny_model, texts):
+    clf = EmotionClassifier(tiny_model, device="cpu", batch_tokens=500, pad_multiple=16)
+    ids, _ = clf.encode(texts)
+    batches = clf._prepare(ids)
+    rows = np.concatenate([b for b, _, _ in batches])
+    assert sorted(rows.tolist()) == list(range(len(texts)))
+    for batch, input_ids, lengths in batches:
+        assert input_ids.shape == (len(batch), input_ids.shape[1]) and input_ids.shape[1] % 16 == 0
+        assert input_ids.size <= 500 or len(batch) == 1
+        assert np.array_equal(lengths, [len(ids[i]) for i in batch])
+        for row, i in enumerate(batch):  # the row's ids, then padding
+            assert input_ids[row, : lengths[row]].tolist() == ids[i]
+            assert (input_ids[row, lengths[row] :] == clf._pad_id).all()
+
+
+def test_prepared_batches_are_redone_when_the_budget_changed(tiny_model, texts, exact):
+    clf = EmotionClassifier(tiny_model, device="cpu", batch_tokens=700, prepare_in_encode=True)
+    ids, _ = clf.encode(texts)
+    assert isinstance(ids, M.EncodedIds) and ids.batches and ids == [list(x) for x in ids]
+    clf.batch_tokens = 300  # prepared for 700: forward must pack again, not reuse
+    used = []
+    inner = clf._run
+
+    def spy(input_ids, mask):
+        used.append(input_ids.size)
+        return inner(input_ids, mask)
+
+    clf._run = spy
+    probs = clf.forward(ids)
+    assert max(used) <= 300  # packed for the new budget (the tiny model has 64 positions: no row alone exceeds it)
+    np.testing.assert_allclose(probs, exact.probs, atol=EXACT_ATOL)
+
+
+def test_staging_ring_reuses_its_buffers_and_waits_for_a_slots_copy():
+    import torch
+
+    class Event:
+        def __init__(self):
+            self.waited = 0
+
+        def synchronize(self):
+            self.waited += 1
+
+    ring = M._Staging("cpu", slots=3)
+    rng = np.random.default_rng(0)
+    for k in range(30):
+        rows, width = int(rng.integers(1, 9)), int(rng.integers(1, 17))
+        ids = rng.integers(0, 1000, size=(rows, width))
+        lengths = rng.integers(1, width + 1, size=rows)
+        slot = ring.next
+        event = ring.events[slot] = Event() if k >= 3 else None
+        got_ids, got_lengths = ring.put(ids, lengths)
+        assert got_ids.dtype == torch.int64 and got_ids.tolist() == ids.tolist() and got_lengths.tolist() == lengths.tolist()
+        if event is not None:
+            assert event.waited == 1  # a slot is refilled only after its last copy is done
+    assert ring.allocations <= 3 * 4  # a slot grows (doubling) only when a batch outgrows it, never per batch
+
+
+# -- bf16 weights (approximate) ------------------------------------------------------------------
+
+
+def test_bf16_weights_stay_close_to_fp32_on_the_trained_checkpoint():
+    import torch
+
+    texts = make_texts(400, seed=21, max_words=60)
+    exact = EmotionClassifier(TRAINED, device="cpu", precision="fp32")(texts)
+    clf = EmotionClassifier(TRAINED, device="cpu", precision="bf16", half_weights=True)
+    assert {p.dtype for p in clf.model.parameters()} == {torch.bfloat16} and clf._autocast is None
+    got = clf(texts)
+    assert got.probs.dtype == np.float32 and not np.array_equal(got.probs, exact.probs)
+    np.testing.assert_allclose(got.probs.sum(axis=1), 1.0, atol=1e-5)  # softmax in fp32
+    np.testing.assert_allclose(got.probs, exact.probs, atol=BF16_ATOL)
+    assert (got.probs.argmax(1) == exact.probs.argmax(1)).mean() >= BF16_MIN_AGREEMENT
+    autocast = EmotionClassifier(TRAINED, device="cpu", precision="bf16")(texts)
+    assert (autocast.probs.argmax(1) == exact.probs.argmax(1)).mean() >= BF16_MIN_AGREEMENT
+    assert clf.describe()["fast_paths"] == {"half_weights": True} and "fast_paths" not in EmotionClassifier(
+        TRAINED, device="cpu", precision="bf16").describe()
+
+
+def test_half_weights_leave_fp32_exact():
+    texts = make_texts(50, seed=3)
+    a = EmotionClassifier(TRAINED, device="cpu", precision="fp32")(texts)
+    b = EmotionClassifier(TRAINED, device="cpu", precision="fp32", half_weights=True)(texts)
+    assert np.array_equal(a.probs, b.probs)
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def test_fast_path_settings_parse_and_default_off():
+    assert M.parse_fast_paths("half_weights=1, staging=true,pad_multiple=16,attn_implementation=eager,compile=0") == {
+        "half_weights": True, "staging": True, "pad_multiple": 16, "attn_implementation": "eager", "compile": False}
+    assert M.parse_fast_paths("compile=reduce-overhead,prepare_in_encode=no") == {
+        "compile": "reduce-overhead", "prepare_in_encode": False}
+    with pytest.raises(ConfigError, match="Unknown fast path 'cuda_graphs'"):
+        M.parse_fast_paths("cuda_graphs=1")
+    if not os.environ.get("EMODRAW_FAST_PATHS"):
+        assert M.FAST_PATH_DEFAULTS == {"half_weights": False, "staging": False, "prepare_in_encode": False,
+                                        "pad_multiple": 1, "attn_implementation": None, "compile": False}
+
+
+def test_environment_sets_the_defaults_of_every_classifier_in_a_process(tiny_model):
+    code = ("from emodraw_batch.model import EmotionClassifier as C; "
+            f"print(C({tiny_model!r}, device='cpu', precision='bf16').describe()['fast_paths'])")
+    env = {**os.environ, "EMODRAW_FAST_PATHS": "half_weights=1,pad_multiple=8", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "{'half_weights': True, 'pad_multiple': 8}"
+
+
+def test_unknown_attention_or_compile_setting_is_a_config_error(tiny_model):
+    with pytest.raises(ConfigError, match="compile='fastest'"):
+        EmotionClassifier(tiny_model, device="cpu", compile="fastest")
+    with pytest.raises(ConfigError, match="not available"):
+        EmotionClassifier(tiny_model, device="cpu", attn_implementation="no_such_kernel")
+
+
+# -- the benchmark's arithmetic, on given numbers ---------------------------------------------------
+
+
+def test_flops_per_token_of_albert_base_is_about_171_mflop_at_32_tokens():
+    gpu = load_gpu_bench()
+    base = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "embedding_size": 128, "num_labels": 6}
+    assert gpu.flops_per_token(base, 32) == pytest.approx(171e6, rel=0.01)
+    # Longer rows cost more per token (attention), and 12 layers cost 12x one layer's projections.
+    assert gpu.flops_per_token(base, 128) > gpu.flops_per_token(base, 32)
+    one = {**base, "num_hidden_layers": 1}
+    assert gpu.flops_per_token(base, 32) - gpu.flops_per_token(one, 32) == pytest.approx(11 * 2 * (4 * 768**2 + 2 * 768 * 3072 + 2 * 32 * 768))
+
+
+def test_derive_computes_rates_and_peak_share_from_given_numbers():
+    gpu = load_gpu_bench()
+    raw = {"rows": 1_000_000, "wall_s": 20.0, "label_s": 16.0, "tokens": 35_000_000, "padded_tokens": 40_000_000}
+    got = gpu.derive(raw, flops=171e6, peak_tflops=989.4)
+    assert got["rows_per_s_e2e"] == 50_000 and got["rows_per_s_label"] == 62_500
+    assert got["tokens_per_s"] == 35e6 / 16 and got["padded_tokens_per_s"] == 40e6 / 16
+    assert got["tflops"] == pytest.approx(35e6 / 16 * 171e6 / 1e12)  # 374.1 TFLOP/s
+    assert got["peak_share"] == pytest.approx(374.0625 / 989.4)
+    assert got["padded_peak_share"] == pytest.approx(40e6 / 16 * 171e6 / 1e12 / 989.4)
+    assert got["padding_share"] == pytest.approx(0.125)
+    # Missing inputs give missing outputs, never zeros or guesses.
+    assert gpu.derive({"rows": 10, "wall_s": 2.0}, None, None) == {"rows_per_s_e2e": 5.0}
+    assert "peak_share" not in gpu.derive({"rows": 10, "label_s": 1.0, "tokens": 100}, 1e6, None)
+
+
+def test_agreement_counts_top_labels_and_the_largest_probability_difference():
+    gpu = load_gpu_bench()
+    a = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.4, 0.35, 0.25], [0.2, 0.2, 0.6]])
+    b = np.array([[0.69, 0.21, 0.1], [0.1, 0.3, 0.6], [0.4, 0.35, 0.25], [0.2, 0.25, 0.55]])
+    got = gpu.agreement(a, b)
+    assert got == {"rows": 4, "agreement": 0.75, "max_abs_dprob": pytest.approx(0.3)}
+    assert gpu.agreement(np.zeros((0, 3)), np.zeros((0, 3)))["agreement"] is None
+    with pytest.raises(ValueError, match="shape"):
+        gpu.agreement(a, b[:3])
+
+
+def test_compare_outputs_matches_rows_by_id_and_skips_unclassified(tmp_path):
+    gpu = load_gpu_bench()
+
+    def output(folder: Path, ids, probs, status):
+        (folder / "labels").mkdir(parents=True)
+        table = pa.table({"id": ids, "status": status,
+                          **{f"prob_{k}": np.asarray(probs, dtype=np.float32)[:, k] for k in range(2)}})
+        pq.write_table(table, folder / "labels" / "part-0.parquet")
+        return folder
+
+    a = output(tmp_path / "a", [0, 1, 2, 3], [[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.6, 0.4]], ["ok", "ok", "empty", "ok"])
+    b = output(tmp_path / "b", [3, 1, 0], [[0.3, 0.7], [0.25, 0.75], [0.9, 0.1]], ["ok", "ok", "ok"])  # other order, a subset
+    got = gpu.compare_outputs(a, b)
+    assert got["rows"] == 3 and got["agreement"] == pytest.approx(2 / 3) and got["max_abs_dprob"] == pytest.approx(0.3, abs=1e-6)
+
+
+def test_checks_and_peak_table_read_only_measured_numbers():
+    gpu = load_gpu_bench()
+    assert gpu.peak_bf16_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert gpu.peak_bf16_tflops("NVIDIA H100 PCIe") == 756.0 and gpu.peak_bf16_tflops("NVIDIA H200") == 989.4
+    assert gpu.peak_bf16_tflops("Quadro K600") is None and gpu.peak_bf16_tflops(None) is None
+    assert all(v["status"] == "not measured" for v in gpu.checks({}).values())
+    results = {
+        "run": [{"name": "local", "rows": 100, "rows_per_s_e2e": 60_000.0},
+                {"name": "dask", "rows": 100, "rows_per_s_e2e": 55_000.0, "vs_local": {"rows": 100, "agreement": 1.0}}],
+        "baseline": [{"name": "pipeline bf16", "dtype": "bf16", "rows_per_s_e2e": 2_000.0}],
+        "agree": [{"name": "autocast", "vs_fp32": {"agreement": 0.994}}],
+        "label": [{"name": "weights", "rows_per_s_label": 70_000.0, "activation_peak_mib": 900.0, "budget_mib": 1000.0}],
+        "rss": {"ratio": 1.4},
+    }
+    status = [v["status"] for v in gpu.checks(results).values()]
+    # e2e >= 50k, >= 20x the bf16 pipeline (30x), best label rate, trained agreement (99.4% < 99.5%),
+    # dask = local, activations within budget, RSS flat (x1.4 > x1.25)
+    assert status == ["pass", "pass", "measured", "fail", "pass", "pass", "fail"]
+    results["run"][1]["vs_local"]["agreement"] = 0.999
+    assert gpu.checks(results)["dask engine labels = local engine labels (100%)"]["status"] == "fail"
+    assert "| fail | 1.4 |" in gpu.markdown(results)
+
+
+def test_report_merges_the_halves_of_a_split_run(tmp_path):
+    gpu = load_gpu_bench()
+    first = {"machine": {"gpu": "X"}, "label": [{"name": "fp32"}, {"name": "autocast"}], "skipped": ["a"]}
+    second = {"machine": {"gpu": "X"}, "run": [{"name": "local"}], "label": [{"name": "autocast", "rows": 5}], "skipped": ["b"]}
+    (tmp_path / "1.json").write_text(json.dumps(first))
+    (tmp_path / "2.json").write_text(json.dumps(second))
+    merged = gpu.merge([tmp_path / "1.json", tmp_path / "2.json"])
+    assert merged["label"] == [{"name": "fp32"}, {"name": "autocast", "rows": 5}] and merged["run"] == [{"name": "local"}]
+    assert merged["skipped"] == ["a", "b"]
+
+
+# -- the whole command, rehearsed on the CPU ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bench_work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("gpu-bench")
+
+
+def run_bench(work: Path, *args: str, timeout: float = 600) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, str(ROOT / "bench" / "gpu.py"), "--device", "cpu", "--size", "tiny", "--rows", "300",
+           "--subset-rows", "100", "--corpus", "synthetic", "--work", str(work), "--out", str(work / "results"), *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "## The issue's targets" in done.stdout
+    return json.loads((work / "results" / "gpu-results.json").read_text())
+
+
+def test_gpu_bench_labelling_stages_run_end_to_end_on_cpu(bench_work):
+    results = run_bench(bench_work, "--stages", "setup,tokenize,label,agree", "--in-process",
+                        "--variants", "fp32,autocast,staged,buckets", "--agree-variants", "fp32,autocast,weights")
+    assert results["corpus"]["rows"] == 300 and results["corpus"]["subset_rows"] == 100
+    assert results["tokenizer"][0]["rows"] == 300 and results["tokenizer"][0]["rows_per_s"] > 0
+    label = {v["name"]: v for v in results["label"]}
+    assert list(label) == ["fp32", "autocast", "staged", "buckets"] and not any(v.get("failed") for v in label.values())
+    assert label["fp32"]["rows"] == 100 and all(label[n]["rows"] == 300 for n in ("autocast", "staged", "buckets"))  # rows in = out
+    for name in ("autocast", "staged", "buckets"):
+        assert label[name]["vs_fp32"]["rows"] == 100 and label[name]["vs_fp32"]["agreement"] >= 0.98
+        assert label[name]["tokens"] <= label[name]["padded_tokens"] and label[name]["rows_per_s_label"] > 0
+    assert label["buckets"]["fast_paths"]["pad_multiple"] == 16 and label["buckets"]["padding_share"] > 0
+    agree = {a["name"]: a for a in results["agree"]}
+    assert agree["autocast"]["vs_fp32"]["rows"] == 300 and agree["weights"]["vs_fp32"]["agreement"] >= BF16_MIN_AGREEMENT
+    assert results["checks"]["trained checkpoint: bf16 autocast agrees with fp32 >= 99.5%"]["status"] in ("pass", "fail")
+
+
+def test_gpu_bench_baseline_and_full_runs_on_cpu(bench_work, prefect_api):
+    # After the labelling stages (same --work): the pipeline baseline is compared with their fp32 output.
+    results = run_bench(bench_work, "--stages", "setup,baseline,run", "--baseline-dtypes", "fp32",
+                        "--engines", "local,dask", "--no-first-result", "--no-rss-check")
+    base = results["baseline"][0]
+    assert not base.get("failed") and base["rows"] == 100 and base["vs_fp32"]["agreement"] >= 0.98
+    runs = {r["name"]: r for r in results["run"]}
+    assert not any(r.get("failed") for r in runs.values()), [r.get("error") for r in runs.values()]
+    assert runs["local"]["rows"] == runs["dask"]["rows"] == 300  # rows in = rows out, both engines
+    assert runs["dask"]["vs_local"] == {"rows": 300, "agreement": 1.0, "max_abs_dprob": 0.0}
+    assert results["checks"]["dask engine labels = local engine labels (100%)"]["status"] == "pass"
