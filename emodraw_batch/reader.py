@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import InputError
+from .storage import filesystem, is_uri
 
 _GLOB_CHARS = set("*?[")
 
@@ -65,33 +66,11 @@ class Inputs:
         return sum(f.num_rows for f in self.files)
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
-def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    if _is_uri(path):
-        try:
-            return pafs.FileSystem.from_uri(path)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            # Schemes pyarrow has no native driver for (e.g. gcs on some builds, az, http) go through fsspec.
-            try:
-                import fsspec
-            except ImportError:
-                raise InputError(
-                    f"Cannot open {path!r}: pyarrow has no filesystem for this scheme and fsspec is not installed. "
-                    "Install fsspec and its driver (e.g. pip install gcsfs adlfs)."
-                ) from None
-            fs, inner = fsspec.core.url_to_fs(path)
-            return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
-    return pafs.LocalFileSystem(), str(Path(path.removeprefix("file://")).expanduser().absolute())
-
-
 def _expand_one(spec: str) -> list[str]:
     """A file, a folder (all *.parquet below it, hidden files skipped) or a glob -> sorted paths."""
-    fs, path = _filesystem(spec)
+    fs, path = filesystem(spec)
     if any(c in spec for c in _GLOB_CHARS):
-        if _is_uri(spec):
+        if is_uri(spec):
             import fsspec
 
             fsspec_fs, inner = fsspec.core.url_to_fs(spec)
@@ -100,7 +79,7 @@ def _expand_one(spec: str) -> list[str]:
         return sorted(p for p in globlib.glob(path, recursive=True) if Path(p).is_file())
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
-        return [spec if _is_uri(spec) else path]
+        return [spec if is_uri(spec) else path]
     if info.type == pafs.FileType.Directory:
         found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
         names = [
@@ -110,7 +89,7 @@ def _expand_one(spec: str) -> list[str]:
             and f.path.endswith(".parquet")
             and not any(part.startswith((".", "_")) for part in Path(f.path).relative_to(path).parts)
         ]
-        prefix = spec.split("://", 1)[0] + "://" if _is_uri(spec) else ""
+        prefix = spec.split("://", 1)[0] + "://" if is_uri(spec) else ""
         return sorted(prefix + n for n in names)
     raise InputError(
         f"Input {spec!r} does not exist. Pass a Parquet file, a folder of Parquet files, or a quoted glob "
@@ -132,7 +111,7 @@ def expand(specs: Sequence[str]) -> list[str]:
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
-    fs, inner = _filesystem(path)
+    fs, inner = filesystem(path)
     return pq.ParquetFile(fs.open_input_file(inner))
 
 

@@ -10,17 +10,14 @@ plan) and redoes the rest; a different record is an error unless --overwrite.
 
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from .atomic import TEMP_SUFFIX, write_json
+from .atomic import write_json
 from .config import RunConfig
 from .errors import OutputError
-from .layout import WRITTEN, Layout
+from .layout import RUN_FILE, WRITTEN, Layout
 from .reader import Inputs, Shard
 
 
@@ -66,17 +63,17 @@ def check(out: Layout, record: dict[str, Any], overwrite: bool) -> None:
     """Refuse a folder that holds another job's output (unless --overwrite). Writes nothing."""
     if overwrite:
         return
-    if out.run_file.exists():
-        diffs = _differences(json.loads(out.run_file.read_text()), record)
+    if out.is_file(out.run_file):
+        diffs = _differences(out.read_json(out.run_file), record)
         if diffs:
             raise OutputError(
-                f"Output folder {str(out.root)!r} holds the output of a different job ({'; '.join(diffs)}). "
+                f"Output folder {out.uri!r} holds the output of a different job ({'; '.join(diffs)}). "
                 "Mixing them would give inconsistent labels. Use another --output folder, or pass --overwrite "
                 "to delete the old output and start again."
             )
     elif out.shard_files():
         raise OutputError(
-            f"Output folder {str(out.root)!r} already has labels/ files but no {out.run_file.name}, so it is "
+            f"Output folder {out.uri!r} already has labels/ files but no {RUN_FILE}, so it is "
             "unknown which job wrote them. Use another --output folder, or pass --overwrite to replace them."
         )
 
@@ -84,10 +81,10 @@ def check(out: Layout, record: dict[str, Any], overwrite: bool) -> None:
 def complete(out: Layout, shard: Shard) -> bool:
     """A finished output: its footer reads and it holds exactly the planned rows."""
     path = out.shard(shard.name)
-    if not path.exists():
+    if not out.is_file(path):
         return False
     try:
-        return pq.ParquetFile(path).metadata.num_rows == shard.rows
+        return pq.read_metadata(path, filesystem=out.fs).num_rows == shard.rows
     except Exception:  # any unreadable footer means the file must be redone
         return False
 
@@ -95,24 +92,21 @@ def complete(out: Layout, shard: Shard) -> bool:
 def clear(out: Layout) -> None:
     """Remove everything a run writes (for --overwrite), and nothing else."""
     for name in WRITTEN:
-        path = out.root / name
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        out.remove(out.join(name))
 
 
 def claim(out: Layout, record: dict[str, Any], overwrite: bool) -> None:
     """Take the folder for this job: --overwrite clears it, run.json is written, stale temp files go."""
     if overwrite:
         clear(out)
-    out.root.mkdir(parents=True, exist_ok=True)
-    write_json(out.run_file, record)
-    # Temporary files of a crashed run are hidden from readers; remove them now.
-    for stale in out.labels.glob(f".*{TEMP_SUFFIX}") if out.labels.exists() else ():
-        stale.unlink(missing_ok=True)
+    if not out.remote:  # an object store has no folders to create
+        out.fs.create_dir(out.root)
+    write_json(out.run_file, record, out.fs)
+    # Temporary files (objects) of a crashed run are hidden from readers; remove them now.
+    for stale in out.temp_files(out.labels):
+        out.remove(stale)
 
 
 def discard(out: Layout, shard: Shard) -> None:
     """Remove a shard's broken or partial output, so that it is redone from scratch."""
-    out.shard(shard.name).unlink(missing_ok=True)
+    out.remove(out.shard(shard.name))

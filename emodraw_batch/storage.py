@@ -1,0 +1,93 @@
+"""Where a path lives: the local disk, or an object store named by a URI (s3://, gs://, az://...).
+
+One helper turns a path or URI into a pyarrow `FileSystem` and the path inside it (inputs and the
+output folder alike), and one builds polars' `storage_options` for the same store. Credentials and
+the endpoint always come from the usual environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION, AWS_ENDPOINT_URL; the cloud SDKs' own
+variables for gs:// and az://), never from options that would end up in logs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from .errors import EmodrawError, InputError
+
+
+def is_uri(path: str | Path) -> bool:
+    """An object-store (or other non-local) URI; `file://` is local."""
+    path = str(path)
+    return "://" in path and not path.startswith("file://")
+
+
+def scheme(uri: str) -> str:
+    return uri.split("://", 1)[0].lower() if is_uri(uri) else ""
+
+
+def local_path(path: str | Path) -> str:
+    """The absolute local path of `path` (`~` expanded, `file://` removed)."""
+    return str(Path(str(path).removeprefix("file://")).expanduser().absolute())
+
+
+def filesystem(path: str | Path, error: type[EmodrawError] = InputError) -> tuple[pafs.FileSystem, str]:
+    """The filesystem holding `path` and the path inside it (`bucket/key` for object stores).
+
+    pyarrow's native drivers first (s3://, gs://, hdfs://); other schemes go through fsspec.
+    A scheme nothing can open raises `error` naming the URI.
+    """
+    path = str(path)
+    if not is_uri(path):
+        return pafs.LocalFileSystem(), local_path(path)
+    try:
+        return pafs.FileSystem.from_uri(path)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+        pass  # no native driver for this scheme (e.g. az://, gs:// on some builds, memory://)
+    except OSError as exc:  # e.g. the bucket's region could not be looked up: no such bucket, no network
+        raise error(
+            f"Cannot open {path!r} ({str(exc).splitlines()[0]}). Check the bucket name; credentials come from the "
+            "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION), and an S3-compatible server's "
+            "address from AWS_ENDPOINT_URL."
+        ) from None
+    try:
+        import fsspec
+    except ImportError:
+        raise error(
+            f"Cannot open {path!r}: pyarrow has no filesystem for this scheme and fsspec is not installed. "
+            "Install fsspec and its driver (e.g. pip install gcsfs adlfs)."
+        ) from None
+    try:
+        fs, inner = fsspec.core.url_to_fs(path)
+    except (ImportError, ValueError) as exc:
+        raise error(
+            f"Cannot open {path!r}: no filesystem for the scheme {scheme(path)!r} ({exc}). Use a local path, "
+            "s3://bucket/prefix, or install the fsspec driver for this scheme (e.g. gcsfs for gs://, adlfs for az://)."
+        ) from None
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
+
+
+def polars_options(uri: str | Path) -> dict[str, str] | None:
+    """polars' `storage_options` for reading `uri`, from the environment (None for a local path).
+
+    Only S3 needs help: polars' object store does not read AWS_ENDPOINT_URL everywhere, and refuses
+    a plain-http endpoint (a local S3-compatible server) unless told. Other schemes use their SDK's
+    environment as polars finds it.
+    """
+    if scheme(str(uri)) not in ("s3", "s3a"):
+        return None
+    env = {
+        "aws_endpoint_url": "AWS_ENDPOINT_URL",
+        "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+        "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+        "aws_session_token": "AWS_SESSION_TOKEN",
+        "aws_region": "AWS_REGION",
+    }
+    options = {key: os.environ[name] for key, name in env.items() if os.environ.get(name)}
+    options.setdefault("aws_region", os.environ.get("AWS_DEFAULT_REGION", ""))
+    options = {k: v for k, v in options.items() if v}
+    if options.get("aws_endpoint_url", "").startswith("http://"):
+        options["aws_allow_http"] = "true"
+    return options
