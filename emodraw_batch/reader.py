@@ -12,6 +12,7 @@ import glob as globlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -25,11 +26,13 @@ _GLOB_CHARS = set("*?[")
 
 @dataclass(frozen=True)
 class InputFile:
-    """One readable Parquet file and the row counts of its row groups."""
+    """One readable Parquet file, the row counts of its row groups, and its version stamp."""
 
     path: str
     schema: pa.Schema
     row_groups: tuple[int, ...]
+    # Size and modification time, or the object store's ETag: a file changed in place differs (resume.py).
+    stamp: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def num_rows(self) -> int:
@@ -115,6 +118,21 @@ def open_parquet(path: str) -> pq.ParquetFile:
     return pq.ParquetFile(fs.open_input_file(inner))
 
 
+def _stamp(fs: pafs.FileSystem, inner: str, handle: pa.NativeFile) -> dict[str, Any]:
+    """What tells this version of a file from a rewrite: its size, plus the ETag that object stores
+    give (S3 returns it when the object is opened, at no extra request), else the modification time."""
+    stamp: dict[str, Any] = {"size": handle.size()}
+    tags = {} if isinstance(fs, pafs.LocalFileSystem) else (handle.metadata() or {})
+    etag = tags.get(b"ETag") or tags.get("ETag")
+    if etag:
+        stamp["etag"] = (etag.decode() if isinstance(etag, bytes) else str(etag)).strip('"')
+        return stamp
+    mtime = fs.get_file_info(inner).mtime
+    if mtime is not None:
+        stamp["mtime"] = mtime.isoformat()
+    return stamp
+
+
 def _check_columns(path: str, schema: pa.Schema, text_column: str, id_column: str | None, cast_text: bool) -> None:
     if text_column not in schema.names:
         raise InputError(
@@ -181,7 +199,10 @@ def scan(
     skipped: list[dict[str, str]] = []
     for path in expand(specs):
         try:
-            meta = open_parquet(path).metadata
+            fs, inner = filesystem(path)
+            handle = fs.open_input_file(inner)
+            meta = pq.ParquetFile(handle).metadata
+            stamp = _stamp(fs, inner, handle)
             schema = meta.schema.to_arrow_schema()
             row_groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
         except (pa.ArrowException, OSError) as exc:
@@ -194,7 +215,7 @@ def scan(
             ) from None
         schema = schema.remove_metadata()
         _check_columns(path, schema, text_column, id_column, cast_text)
-        files.append(InputFile(path, schema, row_groups))
+        files.append(InputFile(path, schema, row_groups, stamp))
     if not files:
         raise InputError(f"None of the inputs {list(specs)} could be read; see the skipped files: {skipped}.")
     return Inputs(files, unify(files), skipped)

@@ -41,9 +41,26 @@ def job_record(inputs: Inputs, config: RunConfig, shards: list[Shard]) -> dict[s
     """What must be equal for two runs to share one output folder."""
     return {
         "fingerprint": fingerprint(config),
-        "inputs": [{"path": f.path, "rows": f.num_rows} for f in inputs.files],
+        "inputs": [{"path": f.path, "rows": f.num_rows, **f.stamp} for f in inputs.files],
         "shards": {s.name: s.rows for s in shards},
     }
+
+
+# What tells two versions of an input file apart (reader._stamp); rows too. A key only one of the two
+# records has (run.json of an older version, another kind of store) is not compared.
+_STAMP = ("rows", "size", "etag", "mtime")
+
+
+def _changed_input(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> str | None:
+    for before, now in zip(old, new):
+        keys = [k for k in _STAMP if k in before and k in now and before[k] != now[k]]
+        if keys:
+            what = ", ".join(f"{k} {before[k]!r} before, {now[k]!r} now" for k in keys)
+            return (
+                f"input file {now['path']!r} was changed in place since this output was started ({what}); "
+                "its old and new rows must not be mixed"
+            )
+    return None
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -52,8 +69,12 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         for key, value in new["fingerprint"].items()
         if old.get("fingerprint", {}).get(key) != value
     ]
-    if old.get("inputs") != new["inputs"]:
+    old_inputs = old.get("inputs") or []
+    changed = _changed_input(old_inputs, new["inputs"])
+    if [i.get("path") for i in old_inputs] != [i["path"] for i in new["inputs"]]:
         diffs.append("the input files or their row counts differ")
+    elif changed:
+        diffs.append(changed)
     elif old.get("shards") != new["shards"]:
         diffs.append("the shards differ (was --shard-rows changed?)")
     return diffs

@@ -153,6 +153,20 @@ def test_bad_output_uris_fail_before_anything_is_written(s3, corpus, cfg):
     assert set(keys(s3, "", "inputs")) == {"tweets/part-0.parquet", "tweets/part-1.parquet"}
 
 
+def test_a_rerun_after_an_object_changed_in_place_is_refused(s3, cfg, tmp_path):
+    first = write_corpus(tmp_path / "v1.parquet", make_texts(80, seed=40), row_group_size=40)
+    source = upload(s3, first, "inputs", "changing/day.parquet")
+    runner.run([source], "s3://labels-out/changing", cfg)
+    record = json.loads(s3.get_object(Bucket="labels-out", Key="changing/run.json")["Body"].read())
+    assert record["inputs"][0]["etag"] == s3.head_object(Bucket="inputs", Key="changing/day.parquet")["ETag"].strip('"')
+    assert record["inputs"][0]["size"] == first.stat().st_size
+    # Overwritten in place with other texts (same key, same row count): refused, naming the object.
+    upload(s3, write_corpus(tmp_path / "v2.parquet", make_texts(80, seed=41), row_group_size=40), "inputs", "changing/day.parquet")
+    with pytest.raises(OutputError, match=r"input file 's3://inputs/changing/day\.parquet' was changed in place.*etag"):
+        validate([source], "s3://labels-out/changing", cfg)
+    assert runner.run([source], "s3://labels-out/changing", cfg, overwrite=True).resumed == 0
+
+
 # ---------------------------------------------------------------- the CLI, as a new user runs it
 
 
