@@ -85,6 +85,14 @@ def _remote_temp(path: str) -> str:
     return f"{folder}/.{name}.{os.getpid()}{TEMP_SUFFIX}"
 
 
+def remove(path: str | Path, fs: pafs.FileSystem | None = None) -> None:
+    """Delete a file or a whole folder, locally or in `fs`; nothing when it does not exist."""
+    if fs is None or isinstance(fs, pafs.LocalFileSystem):
+        _remove(Path(path))
+    else:
+        _remote_remove(fs, str(path))
+
+
 def _remote_remove(fs: pafs.FileSystem, path: str) -> None:
     kind = fs.get_file_info(path).type
     if kind == pafs.FileType.Directory:

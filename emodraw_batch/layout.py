@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from .atomic import TEMP_SUFFIX
+from .atomic import TEMP_SUFFIX, remove
 from .errors import OutputError
 from .storage import filesystem, is_uri, scheme
 
@@ -117,11 +117,7 @@ class Layout:
 
     def remove(self, path: str) -> None:
         """Delete a file or a whole folder; nothing when it does not exist."""
-        kind = self.info(path).type
-        if kind == pafs.FileType.Directory:
-            self.fs.delete_dir(path)
-        elif kind == pafs.FileType.File:
-            self.fs.delete_file(path)
+        remove(path, self.fs)
 
 
 def layout(out_dir: str | Path | Layout) -> Layout:
@@ -129,4 +125,6 @@ def layout(out_dir: str | Path | Layout) -> Layout:
     if isinstance(out_dir, Layout):
         return out_dir
     fs, root = filesystem(out_dir, error=OutputError)
+    if is_uri(out_dir) and not root.strip("/"):
+        raise OutputError(f"Output {str(out_dir)!r} names no bucket; pass --output s3://BUCKET/PREFIX.")
     return Layout(fs, root.rstrip("/") if is_uri(out_dir) else root, str(out_dir))

@@ -44,8 +44,8 @@ def filesystem(path: str | Path, error: type[EmodrawError] = InputError) -> tupl
         return pafs.LocalFileSystem(), local_path(path)
     try:
         return pafs.FileSystem.from_uri(path)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
-        pass  # no native driver for this scheme (e.g. az://, gs:// on some builds, memory://)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+        native = str(exc).splitlines()[0]  # no native driver for this scheme (az://, memory://...), or a bad URI
     except OSError as exc:  # e.g. the bucket's region could not be looked up: no such bucket, no network
         raise error(
             f"Cannot open {path!r} ({str(exc).splitlines()[0]}). Check the bucket name; credentials come from the "
@@ -54,17 +54,13 @@ def filesystem(path: str | Path, error: type[EmodrawError] = InputError) -> tupl
         ) from None
     try:
         import fsspec
-    except ImportError:
-        raise error(
-            f"Cannot open {path!r}: pyarrow has no filesystem for this scheme and fsspec is not installed. "
-            "Install fsspec and its driver (e.g. pip install gcsfs adlfs)."
-        ) from None
-    try:
+
         fs, inner = fsspec.core.url_to_fs(path)
     except (ImportError, ValueError) as exc:
         raise error(
-            f"Cannot open {path!r}: no filesystem for the scheme {scheme(path)!r} ({exc}). Use a local path, "
-            "s3://bucket/prefix, or install the fsspec driver for this scheme (e.g. gcsfs for gs://, adlfs for az://)."
+            f"Cannot open {path!r}: no filesystem for it (pyarrow: {native}; fsspec: {str(exc).splitlines()[0]}). "
+            "Use a local path or a URI such as s3://bucket/prefix; for other schemes install their fsspec driver "
+            "(e.g. gcsfs for gs://, adlfs for az://)."
         ) from None
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
 

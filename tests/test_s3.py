@@ -120,6 +120,8 @@ def test_stats_and_report_read_an_s3_output(s3, corpus, cfg, tmp_path):
 
     refused = cli.invoke(app, ["report", "s3://labels-out/stats"])
     assert refused.exit_code == 1 and "--charts DIR" in refused.output
+    early = cli.invoke(app, ["run", "s3://inputs/tweets/", "-o", "s3://labels-out/later", "--report"])
+    assert early.exit_code == 1 and "--charts DIR" in early.output  # before anything runs
     drawn = cli.invoke(app, ["report", "s3://labels-out/stats", "--charts", str(tmp_path / "charts")])
     assert drawn.exit_code == 0, drawn.output
     assert (tmp_path / "charts" / "report.html").is_file() and (tmp_path / "charts" / "overall.png").is_file()
@@ -141,10 +143,14 @@ def test_remote_replacing_never_shows_a_partial_object(s3):
 
 
 def test_bad_output_uris_fail_before_anything_is_written(s3, corpus, cfg):
+    validate(["s3://inputs/tweets/"], "s3://labels-out/fresh", cfg)
+    assert keys(s3, "fresh") == {}  # validate reads only
     with pytest.raises(OutputError, match=r"bucket 'no-such-bucket'.*AWS_ENDPOINT_URL"):
         validate(["s3://inputs/tweets/"], "s3://no-such-bucket/job", cfg)
     with pytest.raises(OutputError, match="nosuchscheme://"):
         validate(["s3://inputs/tweets/"], "nosuchscheme://bucket/job", cfg)
+    with pytest.raises(OutputError, match="names no bucket"):
+        validate(["s3://inputs/tweets/"], "s3://", cfg)
     with pytest.raises(OutputError, match="lies inside the output folder"):
         validate(["s3://inputs/tweets/"], "s3://inputs", cfg)
     s3.put_object(Bucket="labels-out", Key="an-object", Body=b"x")
