@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -42,6 +43,11 @@ def filesystem(path: str | Path, error: type[EmodrawError] = InputError) -> tupl
     path = str(path)
     if not is_uri(path):
         return pafs.LocalFileSystem(), local_path(path)
+    if urlsplit(path).password is not None:  # s3://KEY:SECRET@bucket would end up in logs and the manifest
+        raise error(
+            f"{scheme(path)}:// URIs must not hold credentials (they would be written to logs, the manifest and "
+            "Prefect's run history). Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment instead."
+        )
     try:
         return pafs.FileSystem.from_uri(path)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:

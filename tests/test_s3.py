@@ -15,7 +15,6 @@ import sys
 import time
 
 import polars as pl
-import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
@@ -149,6 +148,8 @@ def test_bad_output_uris_fail_before_anything_is_written(s3, corpus, cfg):
         validate(["s3://inputs/tweets/"], "s3://no-such-bucket/job", cfg)
     with pytest.raises(OutputError, match="nosuchscheme://"):
         validate(["s3://inputs/tweets/"], "nosuchscheme://bucket/job", cfg)
+    with pytest.raises(OutputError, match="must not hold credentials"):
+        validate(["s3://inputs/tweets/"], "s3://KEY:SECRET@labels-out/job", cfg)
     with pytest.raises(OutputError, match="names no bucket"):
         validate(["s3://inputs/tweets/"], "s3://", cfg)
     with pytest.raises(OutputError, match="lies inside the output folder"):
