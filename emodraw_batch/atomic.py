@@ -3,6 +3,18 @@
 Readers (Parquet globs, `emodraw-batch run --model DIR`, people) never see a half-written
 file or folder: a rename within one folder is atomic, and hidden names (`.name.PID.tmp`)
 are skipped by `*.parquet` globs and by the resume check, which removes them.
+
+Object stores (`replacing_in` with a remote filesystem) have no rename. There the content is
+uploaded whole to the hidden temporary key first (a multipart upload that is never completed,
+e.g. by a killed process, creates no object at all), then moved to its final key: pyarrow's S3
+move is a server-side CopyObject, which makes the destination object appear complete or not
+at all, followed by deleting the temporary key. So no reader ever sees a partial object under
+a final name. The limits: S3 copies one object of at most 5 GB in one CopyObject (a larger
+shard fails with an error, nothing partial appears; lower --shard-rows); a temporary object
+left by a crash stays until the resume check removes it (hidden from `*.parquet` globs); and
+a folder (`stats/`) is replaced file by file, not as one: each file is whole, its JSON files
+are moved last, and files the new folder lacks are deleted after that. gs:// and az:// (via
+fsspec) move by a server-side copy too.
 """
 
 from __future__ import annotations
@@ -14,6 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pyarrow.fs as pafs
 
 TEMP_SUFFIX = ".tmp"
 
@@ -66,10 +80,73 @@ def replacing(path: str | Path) -> Iterator[Path]:
             item.chmod(0o666 & ~umask)
 
 
-def write_text(path: str | Path, text: str) -> None:
-    with replacing(path) as temp:
-        temp.write_text(text)
+def _remote_temp(path: str) -> str:
+    folder, _, name = path.rstrip("/").rpartition("/")
+    return f"{folder}/.{name}.{os.getpid()}{TEMP_SUFFIX}"
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+def remove(path: str | Path, fs: pafs.FileSystem | None = None) -> None:
+    """Delete a file or a whole folder, locally or in `fs`; nothing when it does not exist."""
+    if fs is None or isinstance(fs, pafs.LocalFileSystem):
+        _remove(Path(path))
+    else:
+        _remote_remove(fs, str(path))
+
+
+def _remote_remove(fs: pafs.FileSystem, path: str) -> None:
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif kind == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+@contextmanager
+def replacing_in(fs: pafs.FileSystem, path: str) -> Iterator[str]:
+    """`replacing` for a path inside `fs`: yields the temporary path (inside `fs`) to write to.
+
+    Local: exactly `replacing`. Remote (an object store): the temporary object is moved to `path`
+    when complete (see the module docstring for what that guarantees); a folder is moved file by file.
+    """
+    if isinstance(fs, pafs.LocalFileSystem):
+        with replacing(path) as temp:
+            yield str(temp)
+        return
+    temp = _remote_temp(path)
+    _remote_remove(fs, temp)
+    try:
+        yield temp
+    except BaseException:
+        _remote_remove(fs, temp)
+        raise
+    if fs.get_file_info(temp).type != pafs.FileType.Directory:
+        fs.move(temp, path)
+        return
+    found = fs.get_file_info(pafs.FileSelector(temp, recursive=True))
+    new = sorted((f.path[len(temp) + 1 :] for f in found if f.type == pafs.FileType.File), key=lambda n: (n.endswith(".json"), n))
+    for name in new:  # whole files under their final names; the JSON index (summary.json) last
+        fs.move(f"{temp}/{name}", f"{path}/{name}")
+    old = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    for f in old:
+        if f.type == pafs.FileType.File and f.path[len(path) + 1 :] not in new:
+            fs.delete_file(f.path)  # e.g. the by_<column> table of an earlier --group-by
+    _remote_remove(fs, temp)
+
+
+def write_bytes(path: str | Path, data: bytes, fs: pafs.FileSystem | None = None) -> None:
+    """Write a whole (small) file atomically, locally or into `fs`."""
+    if fs is None:
+        with replacing(path) as temp:
+            temp.write_bytes(data)
+        return
+    with replacing_in(fs, str(path)) as temp:
+        with fs.open_output_stream(temp) as fh:
+            fh.write(data)
+
+
+def write_text(path: str | Path, text: str, fs: pafs.FileSystem | None = None) -> None:
+    write_bytes(path, text.encode(), fs)
+
+
+def write_json(path: str | Path, data: Any, fs: pafs.FileSystem | None = None) -> None:
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n", fs)

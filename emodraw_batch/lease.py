@@ -25,6 +25,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from .atomic import write_json
+
 SETTLE_S = 2.0
 RENEW_S = 60.0
 LEASE_S = 600.0  # 10 minutes without renewal: the holder is gone
@@ -82,8 +84,7 @@ class Lease:
     def _write(self) -> None:
         record = {"host": socket.gethostname(), "pid": os.getpid(), "since": self.since,
                   "renewed": _now().isoformat(), "token": self.token}
-        with self.fs.open_output_stream(self.path) as stream:  # an object appears whole, on close
-            stream.write(json.dumps(record).encode())
+        write_json(self.path, record, self.fs)  # appears whole: a reader never sees half a lease
 
     def __enter__(self) -> Lease:
         holder = read(self.fs, self.path)

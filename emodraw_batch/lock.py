@@ -2,7 +2,8 @@
 
 Local folders use an OS lock (`flock`) on that file, so a run that dies (even by SIGKILL)
 releases it at once; the file also names the holder (host, pid, start time) for the
-message a second run gets. `check` only looks (validation); `held` takes the lock.
+message a second run gets. Object stores have no OS locks: there the file is a lease
+(lease.py). `check` only looks (validation); `held` takes the lock.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from . import lease
 from .errors import OutputError
 from .layout import Layout
 
@@ -24,30 +26,24 @@ def _holder() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "since": dt.datetime.now(dt.timezone.utc).isoformat()}
 
 
-def _read(path: Any) -> dict[str, Any]:
+def _read(path: str) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text() or "{}")
+        with open(path) as fh:
+            return json.loads(fh.read() or "{}")
     except (OSError, ValueError):
         return {}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
+def _refuser(out: Layout) -> Any:
+    def refuse(holder: dict[str, Any]) -> OutputError:
+        who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
+        return OutputError(
+            f"Output folder {out.uri!r} is being written by another run ({who}); two runs on one output "
+            "would label the same shards twice. Wait for that run to finish (then run again to resume), stop it, "
+            "or pass another --output."
+        )
 
-
-def _refuse(out: Layout, holder: dict[str, Any]) -> OutputError:
-    who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
-    return OutputError(
-        f"Output folder {str(out.root)!r} is being written by another run ({who}); two runs on one output "
-        "would label the same shards twice. Wait for that run to finish (then run again to resume), stop it, "
-        "or pass another --output."
-    )
+    return refuse
 
 
 def _try_lock(fd: int) -> bool:
@@ -62,12 +58,17 @@ def _try_lock(fd: int) -> bool:
 
 def check(out: Layout) -> None:
     """Raise if another run holds the folder's lock right now (writes nothing)."""
-    if not out.lock_file.exists():
+    if out.remote:
+        holder = lease.read(out.fs, out.lock_file)
+        if holder is not None and not lease.expired(holder):
+            raise _refuser(out)(holder)
+        return
+    if not os.path.exists(out.lock_file):
         return
     fd = os.open(out.lock_file, os.O_RDONLY)
     try:
         if not _try_lock(fd):
-            raise _refuse(out, _read(out.lock_file))
+            raise _refuser(out)(_read(out.lock_file))
     finally:
         os.close(fd)  # closing the descriptor releases a lock taken just to look
 
@@ -75,15 +76,19 @@ def check(out: Layout) -> None:
 @contextmanager
 def held(out: Layout) -> Iterator[None]:
     """Hold the folder's lock while the block runs; refuse at once if another run holds it."""
-    out.root.mkdir(parents=True, exist_ok=True)
+    if out.remote:
+        with lease.Lease(out.fs, out.lock_file, _refuser(out)):
+            yield
+        return
+    out.fs.create_dir(out.root)
     fd = os.open(out.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if not _try_lock(fd):
-            raise _refuse(out, _read(out.lock_file))
+            raise _refuser(out)(_read(out.lock_file))
         previous = _read(out.lock_file)
-        if previous.get("host") == socket.gethostname() and previous.get("pid") and not _alive(previous["pid"]):
+        if previous and lease.expired(previous):  # a holder on this host whose pid is dead
             warnings.warn(
-                f"Taking over the lock of {str(out.root)!r} from a run that is gone (pid {previous['pid']} since "
+                f"Taking over the lock of {out.uri!r} from a run that is gone (pid {previous.get('pid')} since "
                 f"{previous.get('since')}); its finished shards are kept and the rest are redone.",
                 stacklevel=3,
             )

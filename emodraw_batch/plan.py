@@ -46,7 +46,7 @@ class Plan:
 
 def result_from_file(shard: Shard, out: Layout) -> ShardResult:
     """Rebuild a finished shard's counts from its output file (a resumed run reports whole-job numbers)."""
-    table = pq.read_table(out.shard(shard.name), columns=["emotion", "status", "truncated"])
+    table = pq.read_table(out.shard(shard.name), columns=["emotion", "status", "truncated"], filesystem=out.fs)
     emotions = Counter(e for e in table["emotion"].to_pylist() if e is not None)
     return ShardResult(
         output=f"{LABELS}/{shard.name}",

@@ -12,23 +12,27 @@ import glob as globlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import InputError
+from .storage import filesystem, is_uri
 
 _GLOB_CHARS = set("*?[")
 
 
 @dataclass(frozen=True)
 class InputFile:
-    """One readable Parquet file and the row counts of its row groups."""
+    """One readable Parquet file, the row counts of its row groups, and its version stamp."""
 
     path: str
     schema: pa.Schema
     row_groups: tuple[int, ...]
+    # Size and modification time, or the object store's ETag: a file changed in place differs (resume.py).
+    stamp: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def num_rows(self) -> int:
@@ -65,33 +69,11 @@ class Inputs:
         return sum(f.num_rows for f in self.files)
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
-def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    if _is_uri(path):
-        try:
-            return pafs.FileSystem.from_uri(path)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            # Schemes pyarrow has no native driver for (e.g. gcs on some builds, az, http) go through fsspec.
-            try:
-                import fsspec
-            except ImportError:
-                raise InputError(
-                    f"Cannot open {path!r}: pyarrow has no filesystem for this scheme and fsspec is not installed. "
-                    "Install fsspec and its driver (e.g. pip install gcsfs adlfs)."
-                ) from None
-            fs, inner = fsspec.core.url_to_fs(path)
-            return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
-    return pafs.LocalFileSystem(), str(Path(path.removeprefix("file://")).expanduser().absolute())
-
-
 def _expand_one(spec: str) -> list[str]:
     """A file, a folder (all *.parquet below it, hidden files skipped) or a glob -> sorted paths."""
-    fs, path = _filesystem(spec)
+    fs, path = filesystem(spec)
     if any(c in spec for c in _GLOB_CHARS):
-        if _is_uri(spec):
+        if is_uri(spec):
             import fsspec
 
             fsspec_fs, inner = fsspec.core.url_to_fs(spec)
@@ -100,7 +82,7 @@ def _expand_one(spec: str) -> list[str]:
         return sorted(p for p in globlib.glob(path, recursive=True) if Path(p).is_file())
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
-        return [spec if _is_uri(spec) else path]
+        return [spec if is_uri(spec) else path]
     if info.type == pafs.FileType.Directory:
         found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
         names = [
@@ -110,7 +92,7 @@ def _expand_one(spec: str) -> list[str]:
             and f.path.endswith(".parquet")
             and not any(part.startswith((".", "_")) for part in Path(f.path).relative_to(path).parts)
         ]
-        prefix = spec.split("://", 1)[0] + "://" if _is_uri(spec) else ""
+        prefix = spec.split("://", 1)[0] + "://" if is_uri(spec) else ""
         return sorted(prefix + n for n in names)
     raise InputError(
         f"Input {spec!r} does not exist. Pass a Parquet file, a folder of Parquet files, or a quoted glob "
@@ -132,8 +114,23 @@ def expand(specs: Sequence[str]) -> list[str]:
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
-    fs, inner = _filesystem(path)
+    fs, inner = filesystem(path)
     return pq.ParquetFile(fs.open_input_file(inner))
+
+
+def _stamp(fs: pafs.FileSystem, inner: str, handle: pa.NativeFile) -> dict[str, Any]:
+    """What tells this version of a file from a rewrite: its size, plus the ETag that object stores
+    give (S3 returns it when the object is opened, at no extra request), else the modification time."""
+    stamp: dict[str, Any] = {"size": handle.size()}
+    tags = {} if isinstance(fs, pafs.LocalFileSystem) else (handle.metadata() or {})
+    etag = tags.get(b"ETag") or tags.get("ETag")
+    if etag:
+        stamp["etag"] = (etag.decode() if isinstance(etag, bytes) else str(etag)).strip('"')
+        return stamp
+    mtime = fs.get_file_info(inner).mtime
+    if mtime is not None:
+        stamp["mtime"] = mtime.isoformat()
+    return stamp
 
 
 def _check_columns(path: str, schema: pa.Schema, text_column: str, id_column: str | None, cast_text: bool) -> None:
@@ -202,7 +199,10 @@ def scan(
     skipped: list[dict[str, str]] = []
     for path in expand(specs):
         try:
-            meta = open_parquet(path).metadata
+            fs, inner = filesystem(path)
+            handle = fs.open_input_file(inner)
+            meta = pq.ParquetFile(handle).metadata
+            stamp = _stamp(fs, inner, handle)
             schema = meta.schema.to_arrow_schema()
             row_groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
         except (pa.ArrowException, OSError) as exc:
@@ -215,7 +215,7 @@ def scan(
             ) from None
         schema = schema.remove_metadata()
         _check_columns(path, schema, text_column, id_column, cast_text)
-        files.append(InputFile(path, schema, row_groups))
+        files.append(InputFile(path, schema, row_groups, stamp))
     if not files:
         raise InputError(f"None of the inputs {list(specs)} could be read; see the skipped files: {skipped}.")
     return Inputs(files, unify(files), skipped)

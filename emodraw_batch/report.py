@@ -4,7 +4,8 @@
 time (lines, with rows per bucket below) when the statistics have a time
 column, and one chart of 100%-stacked bars per group-by column. Every chart
 gives an emotion the same colour. `DIR/charts/report.html` shows them with the
-summary table; it has no scripts and links only the PNGs beside it.
+summary table; it has no scripts and links only the PNGs beside it. An output in an object
+store (s3://...) has its charts drawn to a local folder given as `charts_dir` (`--charts DIR`).
 
 matplotlib is used through `Figure` objects (no pyplot), so nothing needs a
 display and no global state leaks between charts.
@@ -20,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from . import stats as st
 from .emotions import COLORS
 from .atomic import replacing
-from .layout import layout
+from .errors import OutputError
+from .layout import Layout, layout
 from .text import OK
 
 if TYPE_CHECKING:
@@ -38,37 +40,46 @@ def colors(labels: list[str]) -> dict[str, str]:
     return {label: COLORS.get(label) or next(spare) for label in labels}
 
 
-def ensure_stats(out_dir: str | Path) -> dict[str, Any]:
+def ensure_stats(out_dir: str | Path | Layout) -> dict[str, Any]:
     """`DIR/stats/summary.json`, computing the statistics first (with the run's options) when missing."""
-    if not layout(out_dir).stats_summary.is_file():
-        return st.write(st.compute(out_dir, **st.run_options(out_dir)), out_dir)
-    return st.read_summary(out_dir)
+    out = layout(out_dir)
+    if not out.is_file(out.stats_summary):
+        return st.write(st.compute(out, **st.run_options(out)), out)
+    return st.read_summary(out)
 
 
-def build(out_dir: str | Path) -> Path:
-    """Draw every chart and the HTML page under `DIR/charts/`; return the page's path."""
-    import polars as pl
+def build(out_dir: str | Path | Layout, charts_dir: str | Path | None = None) -> Path:
+    """Draw every chart and the HTML page under `charts_dir` (default `DIR/charts/`); return the page's path.
 
-    out = Path(out_dir)
+    Charts are local files: an output in an object store needs a local `charts_dir`.
+    """
+    out = layout(out_dir)
+    if charts_dir is None:
+        if out.remote:
+            raise OutputError(
+                f"The output {out.uri!r} is in an object store; charts are drawn to a local folder. "
+                "Pass one with --charts DIR (e.g. --charts ./charts)."
+            )
+        charts_dir = out.show(out.charts)
+    target = Path(charts_dir)
     summary = ensure_stats(out)
     palette = colors(summary["labels"])
-    stats_dir = layout(out).stats
     charts: list[tuple[str, str]] = []
     # A new folder swapped in whole: charts of an earlier --group-by never linger.
-    with replacing(layout(out).charts) as folder:
+    with replacing(target) as folder:
         folder.mkdir()
         _save(overall_chart(summary, palette), folder / "overall.png")
         charts.append(("overall.png", "Emotion shares over all classified rows"))
         if summary.get("time"):
-            over_time = pl.read_parquet(stats_dir / summary["time"]["table"])
+            over_time = st.read_table(out, summary["time"]["table"])
             _save(time_chart(over_time, summary, palette), folder / "over_time.png")
             charts.append(("over_time.png", f"Emotion shares per {summary['time']['every']} of {summary['time']['column']}"))
         for column, info in summary.get("group_by", {}).items():
             name = Path(info["table"]).with_suffix(".png").name
-            _save(group_chart(pl.read_parquet(stats_dir / info["table"]), column, summary, palette), folder / name)
+            _save(group_chart(st.read_table(out, info["table"]), column, summary, palette), folder / name)
             charts.append((name, f"Emotion shares by {column}"))
-        (folder / "report.html").write_text(render_html(summary, charts, palette, out))
-    return layout(out).charts / "report.html"
+        (folder / "report.html").write_text(render_html(summary, charts, palette, out.uri))
+    return target / "report.html"
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -206,7 +217,7 @@ img { max-width: 100%; border: 1px solid #eee; margin: 0.5rem 0 1.5rem; }
 """
 
 
-def render_html(summary: dict[str, Any], charts: list[tuple[str, str]], palette: dict[str, str], out_dir: Path) -> str:
+def render_html(summary: dict[str, Any], charts: list[tuple[str, str]], palette: dict[str, str], out_dir: str | Path) -> str:
     """One page: totals, the overall table, then every chart (relative links to the PNGs beside it)."""
     e = html.escape
     unclassified = ", ".join(f"{k}: {v:,}" for k, v in sorted(summary["unclassified"].items())) or "none"
@@ -231,7 +242,7 @@ def render_html(summary: dict[str, Any], charts: list[tuple[str, str]], palette:
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>Emotion report: {e(out_dir.name)}</title>
+<title>Emotion report: {e(str(out_dir).rstrip("/").rsplit("/", 1)[-1])}</title>
 <style>{_CSS}</style>
 </head>
 <body>

@@ -10,17 +10,14 @@ plan) and redoes the rest; a different record is an error unless --overwrite.
 
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from .atomic import TEMP_SUFFIX, write_json
+from .atomic import write_json
 from .config import RunConfig
 from .errors import OutputError
-from .layout import WRITTEN, Layout
+from .layout import RUN_FILE, WRITTEN, Layout
 from .reader import Inputs, Shard
 
 
@@ -44,9 +41,26 @@ def job_record(inputs: Inputs, config: RunConfig, shards: list[Shard]) -> dict[s
     """What must be equal for two runs to share one output folder."""
     return {
         "fingerprint": fingerprint(config),
-        "inputs": [{"path": f.path, "rows": f.num_rows} for f in inputs.files],
+        "inputs": [{"path": f.path, "rows": f.num_rows, **f.stamp} for f in inputs.files],
         "shards": {s.name: s.rows for s in shards},
     }
+
+
+# What tells two versions of an input file apart (reader._stamp); rows too. A key only one of the two
+# records has (run.json of an older version, another kind of store) is not compared.
+_STAMP = ("rows", "size", "etag", "mtime")
+
+
+def _changed_input(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> str | None:
+    for before, now in zip(old, new):
+        keys = [k for k in _STAMP if k in before and k in now and before[k] != now[k]]
+        if keys:
+            what = ", ".join(f"{k} {before[k]!r} before, {now[k]!r} now" for k in keys)
+            return (
+                f"input file {now['path']!r} was changed in place since this output was started ({what}); "
+                "its old and new rows must not be mixed"
+            )
+    return None
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -55,8 +69,12 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         for key, value in new["fingerprint"].items()
         if old.get("fingerprint", {}).get(key) != value
     ]
-    if old.get("inputs") != new["inputs"]:
+    old_inputs = old.get("inputs") or []
+    changed = _changed_input(old_inputs, new["inputs"])
+    if [i.get("path") for i in old_inputs] != [i["path"] for i in new["inputs"]]:
         diffs.append("the input files or their row counts differ")
+    elif changed:
+        diffs.append(changed)
     elif old.get("shards") != new["shards"]:
         diffs.append("the shards differ (was --shard-rows changed?)")
     return diffs
@@ -66,17 +84,17 @@ def check(out: Layout, record: dict[str, Any], overwrite: bool) -> None:
     """Refuse a folder that holds another job's output (unless --overwrite). Writes nothing."""
     if overwrite:
         return
-    if out.run_file.exists():
-        diffs = _differences(json.loads(out.run_file.read_text()), record)
+    if out.is_file(out.run_file):
+        diffs = _differences(out.read_json(out.run_file), record)
         if diffs:
             raise OutputError(
-                f"Output folder {str(out.root)!r} holds the output of a different job ({'; '.join(diffs)}). "
+                f"Output folder {out.uri!r} holds the output of a different job ({'; '.join(diffs)}). "
                 "Mixing them would give inconsistent labels. Use another --output folder, or pass --overwrite "
                 "to delete the old output and start again."
             )
     elif out.shard_files():
         raise OutputError(
-            f"Output folder {str(out.root)!r} already has labels/ files but no {out.run_file.name}, so it is "
+            f"Output folder {out.uri!r} already has labels/ files but no {RUN_FILE}, so it is "
             "unknown which job wrote them. Use another --output folder, or pass --overwrite to replace them."
         )
 
@@ -84,10 +102,10 @@ def check(out: Layout, record: dict[str, Any], overwrite: bool) -> None:
 def complete(out: Layout, shard: Shard) -> bool:
     """A finished output: its footer reads and it holds exactly the planned rows."""
     path = out.shard(shard.name)
-    if not path.exists():
+    if not out.is_file(path):
         return False
     try:
-        return pq.ParquetFile(path).metadata.num_rows == shard.rows
+        return pq.read_metadata(path, filesystem=out.fs).num_rows == shard.rows
     except Exception:  # any unreadable footer means the file must be redone
         return False
 
@@ -95,31 +113,28 @@ def complete(out: Layout, shard: Shard) -> bool:
 def clear(out: Layout) -> None:
     """Remove everything a run writes (for --overwrite), and nothing else."""
     for name in WRITTEN:
-        path = out.root / name
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        out.remove(out.join(name))
 
 
 def claim(out: Layout, record: dict[str, Any], overwrite: bool) -> None:
     """Take the folder for this job: --overwrite clears it, run.json is written, stale temp files go."""
     if overwrite:
         clear(out)
-    out.root.mkdir(parents=True, exist_ok=True)
-    write_json(out.run_file, record)
+    if not out.remote:  # an object store has no folders to create
+        out.fs.create_dir(out.root)
+    write_json(out.run_file, record, out.fs)
     remove_temp_files(out)
 
 
 def remove_temp_files(out: Layout) -> None:
-    """Remove the hidden temporary files of writers that died (a crashed run, a killed Dask worker).
+    """Remove the hidden temporary files (objects) of writers that died: a crashed run, a killed Dask worker.
 
     Safe only while this run holds the folder's lock (lock.py): then no other writer exists.
     """
-    for stale in out.labels.glob(f".*{TEMP_SUFFIX}") if out.labels.exists() else ():
-        stale.unlink(missing_ok=True)
+    for stale in out.temp_files(out.labels):
+        out.remove(stale)
 
 
 def discard(out: Layout, shard: Shard) -> None:
     """Remove a shard's broken or partial output, so that it is redone from scratch."""
-    out.shard(shard.name).unlink(missing_ok=True)
+    out.remove(out.shard(shard.name))

@@ -78,7 +78,7 @@ def classifier_for(config: RunConfig) -> EmotionClassifier:
 def label_shard(
     shard: Shard,
     config: RunConfig,
-    out_dir: str | Path,
+    out_dir: str | Path | Layout,
     on_rows: OnRows | None = None,
     classifier: EmotionClassifier | None = None,
 ) -> ShardResult:
@@ -110,7 +110,8 @@ def label_shard(
     def write(table: pa.Table, status: np.ndarray, prediction: Prediction) -> None:
         writer.write(label_table(table, status, prediction, clf.labels, schema))
 
-    with AtomicParquetWriter(layout(out_dir).labels, shard.name, schema) as writer:
+    out = layout(out_dir)
+    with AtomicParquetWriter(out.labels, shard.name, schema, out.fs) as writer:
         with SerialWorker(enabled=OVERLAP_WINDOWS > 0) as behind:
             for table, status, ids, cut in prefetch(encoded(), OVERLAP_WINDOWS):
                 n_tokens = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
@@ -156,7 +157,7 @@ def summarize(plan: Plan, results: list[ShardResult], seconds: float) -> Summary
         outputs=len(results),
         resumed=len(plan.done),
         skipped_files=inputs.skipped,
-        output_dir=str(plan.job.out.root),
+        output_dir=plan.job.out.uri,
     )
 
 
@@ -166,13 +167,13 @@ def count_duplicates(out: Layout, id_column: str) -> int:
 
     if not out.shard_files():
         return 0
-    frame = pl.scan_parquet(out.labels / "*.parquet").select(pl.col(id_column).is_duplicated().sum()).collect()
+    frame = stats.scan_labels(out).select(pl.col(id_column).is_duplicated().sum()).collect()
     return int(frame.item())
 
 
 def written_model(out: Layout) -> dict[str, Any]:
     """The model description stored in an output file: a rerun with nothing left to label loads no model."""
-    metadata = read_metadata(out.shard_files()[0])
+    metadata = read_metadata(out.shard_files()[0], out.fs)
     return {k: v for k, v in metadata.items() if k not in ("emodraw_batch", "config")}
 
 
@@ -195,7 +196,7 @@ def finish(
     got = {Path(r.output).name: r.rows for r in results}
     if got != expected:
         raise OutputError(
-            f"Row count check failed: planned {expected} but wrote {got}. The output in {str(job.out.root)!r} "
+            f"Row count check failed: planned {expected} but wrote {got}. The output in {job.out.uri!r} "
             "is incomplete; rerun the same command."
         )
     resume.remove_temp_files(job.out)  # left by a worker that died mid-shard (its shard was redone)
@@ -214,8 +215,8 @@ def finish(
         "summary": summary.to_dict(),
         "stats": f"{STATS}/{STATS_SUMMARY}",
     }
-    write_json(job.out.manifest, manifest)
-    stats.write_stats(job.out.root, job.config)
+    write_json(job.out.manifest, manifest, job.out.fs)
+    stats.write_stats(job.out, job.config)
     return summary
 
 
@@ -234,5 +235,5 @@ def run(
         if not planned.todo:
             return finish(planned, [], time.perf_counter() - started)
         clf = classifier_for(config)
-        results = [label_shard(s, config, out_dir, on_rows, clf) for s in planned.todo]
+        results = [label_shard(s, config, job.out, on_rows, clf) for s in planned.todo]
         return finish(planned, results, time.perf_counter() - started, clf.describe())

@@ -10,14 +10,14 @@
 Shares are over classified rows only (`status == "ok"`); rows with no text are
 counted in `status.parquet` and `summary.json`, never in a share. Everything is
 read with `pl.scan_parquet` over `DIR/labels`, only the columns a table needs:
-nothing loads the whole output. Exact medians are the one part whose memory
+nothing loads the whole output. An output in an object store (s3://...) is read and written
+the same way, through its `Layout` (polars gets `storage.polars_options`). Exact medians are the one part whose memory
 grows with the rows (polars keeps each (group, emotion)'s scores to find it).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,8 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import ConfigError, InputError, OutputError
-from .atomic import replacing, write_json
-from .layout import STATS_SUMMARY, layout
+from .atomic import replacing_in
+from .layout import STATS, STATS_SUMMARY, Layout, layout
+from .storage import polars_options
 from .text import OK
 
 if TYPE_CHECKING:
@@ -159,34 +160,36 @@ def table_name(column: str) -> str:
     return "by_" + re.sub(r"[^\w.-]", "_", column) + ".parquet"
 
 
-def scan_labels(out_dir: str | Path) -> pl.LazyFrame:
-    """All labelled rows of an output as one LazyFrame (no data read yet)."""
+def scan_labels(out_dir: str | Path | Layout) -> pl.LazyFrame:
+    """All labelled rows of an output as one LazyFrame (no data read yet); local or in an object store."""
     import polars as pl
 
-    labels = layout(out_dir).labels
-    if not layout(out_dir).shard_files():
+    out = layout(out_dir)
+    files = out.shard_files()
+    if not files:
         raise OutputError(
-            f"{str(out_dir)!r} holds no labelled output ({str(labels)!r} has no .parquet files). "
+            f"{out.uri!r} holds no labelled output ({out.show(out.labels)!r} has no .parquet files). "
             "Pass the folder given to `emodraw-batch run --output`, after the run has finished."
         )
-    return pl.scan_parquet(labels / "*.parquet")
+    return pl.scan_parquet([out.url(f) for f in files], storage_options=polars_options(out.uri))
 
 
-def labels_schema(out_dir: str | Path) -> pa.Schema:
+def labels_schema(out_dir: str | Path | Layout) -> pa.Schema:
     """The output schema (every file of an output shares it; see writer.output_schema)."""
-    first = layout(out_dir).shard_files()[0]
-    return pq.read_schema(first).remove_metadata()
+    out = layout(out_dir)
+    return pq.read_schema(out.shard_files()[0], filesystem=out.fs).remove_metadata()
 
 
 def compute(
-    out_dir: str | Path, group_by: Sequence[str] = (), time_column: str | None = None, every: str = "1d"
+    out_dir: str | Path | Layout, group_by: Sequence[str] = (), time_column: str | None = None, every: str = "1d"
 ) -> Stats:
     """Compute every statistic of `out_dir` in one lazy polars query plan."""
     import polars as pl
 
-    frame = scan_labels(out_dir)
-    schema = labels_schema(out_dir)
-    check_options(schema, group_by, time_column, every, where=f"the labels in {str(out_dir)!r}")
+    out = layout(out_dir)
+    frame = scan_labels(out)
+    schema = labels_schema(out)
+    check_options(schema, group_by, time_column, every, where=f"the labels in {out.uri!r}")
     labels = [name.removeprefix("prob_") for name in schema.names if name.startswith("prob_")]
     order = pl.Enum(labels)
     ok = frame.filter(pl.col("status") == OK).with_columns(pl.col("score").cast(pl.Float64))
@@ -272,42 +275,59 @@ def _fill_buckets(counts: pl.DataFrame, labels: list[str], every: str) -> pl.Dat
     )
 
 
-def write(stats: Stats, out_dir: str | Path) -> dict[str, Any]:
-    """Write `out_dir/stats/` (replacing an earlier one as a whole) and return the summary."""
+def _put(out: Layout, path: str, write: Any) -> None:
+    with out.fs.open_output_stream(path) as fh:
+        write(fh)
+
+
+def write(stats: Stats, out_dir: str | Path | Layout) -> dict[str, Any]:
+    """Write `out_dir/stats/` (replacing an earlier one as a whole; file by file in an object store)."""
+    out = layout(out_dir)
     summary = stats.summary()
     # Swapped in as a whole folder, so tables of an earlier --group-by never linger beside new ones.
-    with replacing(layout(out_dir).stats) as temp:
-        temp.mkdir()
-        stats.status.write_parquet(temp / "status.parquet")
-        stats.overall.write_parquet(temp / "overall.parquet")
+    with replacing_in(out.fs, out.stats) as temp:
+        out.fs.create_dir(temp)
+        _put(out, f"{temp}/status.parquet", stats.status.write_parquet)
+        _put(out, f"{temp}/overall.parquet", stats.overall.write_parquet)
         for column, frame in stats.groups.items():
-            frame.write_parquet(temp / table_name(column))
+            _put(out, f"{temp}/{table_name(column)}", frame.write_parquet)
         if stats.over_time is not None:
-            stats.over_time.write_parquet(temp / "over_time.parquet")
-        write_json(temp / STATS_SUMMARY, summary)
+            _put(out, f"{temp}/over_time.parquet", stats.over_time.write_parquet)
+        text = json.dumps(summary, indent=2, default=str) + "\n"
+        _put(out, f"{temp}/{STATS_SUMMARY}", lambda fh: fh.write(text.encode()))
     return summary
 
 
-def write_stats(out_dir: str | Path, config: RunConfig) -> dict[str, Any]:
+def write_stats(out_dir: str | Path | Layout, config: RunConfig) -> dict[str, Any]:
     """The end of every run: statistics with the run's --group-by / --time-column / --every."""
     stats = compute(out_dir, config.group_by, config.time_column, config.every)
     return write(stats, out_dir)
 
 
-def read_summary(out_dir: str | Path) -> dict[str, Any]:
+def read_summary(out_dir: str | Path | Layout) -> dict[str, Any]:
     """`DIR/stats/summary.json` as written by `write`."""
-    path = layout(out_dir).stats_summary
-    if not path.is_file():
+    out = layout(out_dir)
+    if not out.is_file(out.stats_summary):
         raise OutputError(
-            f"{str(path)!r} does not exist. Compute the statistics first with `emodraw-batch stats {out_dir}`."
+            f"{out.show(out.stats_summary)!r} does not exist. Compute the statistics first with "
+            f"`emodraw-batch stats {out.uri}`."
         )
-    return json.loads(path.read_text())
+    return out.read_json(out.stats_summary)
 
 
-def run_options(out_dir: str | Path) -> dict[str, Any]:
+def read_table(out_dir: str | Path | Layout, name: str) -> pl.DataFrame:
+    """One table of `DIR/stats/` (a name from summary.json)."""
+    import polars as pl
+
+    out = layout(out_dir)
+    with out.fs.open_input_file(out.join(STATS, name)) as fh:
+        return pl.read_parquet(fh)
+
+
+def run_options(out_dir: str | Path | Layout) -> dict[str, Any]:
     """The run's group_by / time_column / every from `DIR/manifest.json` (defaults when absent)."""
-    manifest = layout(out_dir).manifest
-    config = json.loads(manifest.read_text()).get("config", {}) if manifest.is_file() else {}
+    out = layout(out_dir)
+    config = out.read_json(out.manifest).get("config", {}) if out.is_file(out.manifest) else {}
     return {
         "group_by": tuple(config.get("group_by") or ()),
         "time_column": config.get("time_column"),

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyarrow.fs import FileType
+
 from . import lock, resume, stats
 from .config import RunConfig
 from .errors import InputError, OutputError
 from .layout import Layout, layout
 from .reader import Inputs, Shard, plan_shards, scan
+from .storage import is_uri
 from .writer import ADDED
 
 
@@ -44,18 +47,40 @@ class Job:
 
 
 def _check_output_dir(out: Layout, inputs: Inputs) -> None:
-    root = out.root.absolute()
-    if root.exists() and not root.is_dir():
-        raise OutputError(f"Output {str(out.root)!r} is a file; pass a folder with --output DIR.")
-    for f in inputs.files:
-        if "://" in f.path:
-            continue
-        source = Path(f.path).absolute()
-        if source == root or root in source.parents:
-            raise OutputError(
-                f"Input file {f.path!r} lies inside the output folder {str(out.root)!r}; outputs would mix with "
-                "inputs. Choose an output folder outside the input folders."
-            )
+    if out.remote:
+        _check_store(out)
+        inside = [f.path for f in inputs.files if f.path.rstrip("/") == out.uri.rstrip("/") or f.path.startswith(out.uri.rstrip("/") + "/")]
+    else:
+        root = Path(out.root)
+        if root.exists() and not root.is_dir():
+            raise OutputError(f"Output {out.uri!r} is a file; pass a folder with --output DIR.")
+        inside = [
+            f.path for f in inputs.files
+            if not is_uri(f.path) and (Path(f.path).absolute() == root or root in Path(f.path).absolute().parents)
+        ]
+    if inside:
+        raise OutputError(
+            f"Input file {inside[0]!r} lies inside the output folder {out.uri!r}; outputs would mix with "
+            "inputs. Choose an output folder outside the input folders."
+        )
+
+
+def _check_store(out: Layout) -> None:
+    """The bucket of a remote output exists and answers, and the output is not one object (reads only)."""
+    bucket = out.root.split("/", 1)[0]
+    fix = (
+        "Check the bucket name; credentials come from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_REGION), and an S3-compatible server's address from AWS_ENDPOINT_URL."
+    )
+    try:
+        found = out.info(bucket).type
+        kind = out.info(out.root).type if out.root != bucket else found
+    except OSError as exc:
+        raise OutputError(f"Cannot reach the output {out.uri!r} ({str(exc).splitlines()[0]}). {fix}") from None
+    if found != FileType.Directory:
+        raise OutputError(f"The bucket {bucket!r} of the output {out.uri!r} does not exist. Create it first. {fix}")
+    if kind == FileType.File:
+        raise OutputError(f"Output {out.uri!r} is an object, not a prefix; pass a folder with --output s3://BUCKET/PREFIX.")
 
 
 def _check_columns(inputs: Inputs) -> None:
@@ -67,7 +92,7 @@ def _check_columns(inputs: Inputs) -> None:
         )
 
 
-def validate(specs: Sequence[str], out_dir: str | Path, config: RunConfig, overwrite: bool = False) -> Job:
+def validate(specs: Sequence[str], out_dir: str | Path | Layout, config: RunConfig, overwrite: bool = False) -> Job:
     """Every check a run makes before it starts (before any model loads); writes nothing."""
     inputs = scan(
         specs,

@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .atomic import replacing
+from .atomic import replacing_in
 from .model import Prediction
 from .text import OK
 
@@ -38,9 +39,9 @@ def output_schema(input_schema: pa.Schema, prob_columns: list[str], metadata: di
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, default=str).encode()})
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
+def read_metadata(path: str | Path, fs: pafs.FileSystem | None = None) -> dict[str, Any]:
     """What `output_schema` stored in a written file: version, model description, settings."""
-    return json.loads(pq.read_schema(path).metadata[METADATA_KEY])
+    return json.loads(pq.read_schema(path, filesystem=fs).metadata[METADATA_KEY])
 
 
 def label_table(
@@ -76,14 +77,23 @@ def label_table(
 
 
 class AtomicParquetWriter:
-    """Stream tables into a hidden temporary file that becomes `folder/name` only when complete."""
+    """Stream tables into a hidden temporary file that becomes `folder/name` only when complete.
 
-    def __init__(self, folder: Path, name: str, schema: pa.Schema) -> None:
+    `folder` is a path inside `fs` (local by default; an object store's bucket/prefix works the same).
+    """
+
+    def __init__(self, folder: str | Path, name: str, schema: pa.Schema, fs: pafs.FileSystem | None = None) -> None:
         self.schema = schema
         self.rows = 0
-        self._target = replacing(folder / name)
+        self.fs = fs or pafs.LocalFileSystem()
+        self._target = replacing_in(self.fs, f"{folder}/{name}")
         self.temp = self._target.__enter__()
-        self._writer = pq.ParquetWriter(self.temp, schema, compression="zstd")
+        try:
+            self._sink = self.fs.open_output_stream(self.temp)
+            self._writer = pq.ParquetWriter(self._sink, schema, compression="zstd")
+        except BaseException as exc:
+            self._target.__exit__(type(exc), exc, exc.__traceback__)
+            raise
 
     def write(self, table: pa.Table) -> None:
         self._writer.write_table(table)
@@ -93,5 +103,12 @@ class AtomicParquetWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self._writer.close()
+        try:
+            self._writer.close()
+            self._sink.close()  # an object store's upload completes here, under the temporary key
+        except BaseException as error:
+            if exc_type is None:
+                exc_type, exc, tb = type(error), error, error.__traceback__
+            self._target.__exit__(exc_type, exc, tb)  # removes the temporary file
+            raise
         self._target.__exit__(exc_type, exc, tb)

@@ -54,7 +54,7 @@ def _group() -> None:
 @friendly
 def run(
     inputs: list[str] = typer.Argument(..., help="Parquet files, folders or quoted globs (local or s3://, gs://...)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output folder: labels/, manifest.json, stats/."),
+    output: str = typer.Option(..., "--output", "-o", help="Output folder (local, or s3://bucket/prefix; credentials from AWS_* env vars): labels/, manifest.json, stats/."),
     model: Optional[str] = typer.Option(None, help=f"Hub id or local checkpoint folder (default: {run_default('model')})."),
     revision: Optional[str] = typer.Option(None, help="Hub revision (branch, tag or commit)."),
     text_column: Optional[str] = typer.Option(None, help=f"Column holding the text (default: {run_default('text_column')})."),
@@ -75,7 +75,8 @@ def run(
     group_by: list[str] = typer.Option([], "--group-by", help="Column to break the statistics down by (repeatable)."),
     time_column: Optional[str] = typer.Option(None, help="Timestamp/date column for statistics over time."),
     every: Optional[str] = typer.Option(None, help=f"Time bucket as a polars duration: 1h, 1d, 1w, 1mo (default: {run_default('every')})."),
-    report: bool = typer.Option(False, "--report", help="Also draw the charts and HTML page under DIR/charts/."),
+    report: bool = typer.Option(False, "--report", help="Also draw the charts and HTML page under DIR/charts/ (or --charts)."),
+    charts: Optional[Path] = typer.Option(None, "--charts", help="Local folder for --report's charts (needed when --output is s3://...)."),
     engine: Optional[str] = typer.Option(None, help=f"local (this process, one device) | dask (worker processes) (default: {engine_default('engine')})."),
     workers: Optional[int] = typer.Option(None, help="Dask worker processes (default: one per GPU, else cores/4)."),
     address: Optional[str] = typer.Option(None, help="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (with --engine dask)."),
@@ -108,6 +109,11 @@ def run(
         address=address,
         retries=retries,
     )
+    if report and charts is None:
+        from emodraw_batch.storage import is_uri
+
+        if is_uri(output):  # fail now, not after the labelling
+            raise ConfigError(f"--report draws charts to a local folder, and the output {output!r} is not one. Pass --charts DIR too.")
     job = validate(inputs, output, cfg, overwrite)  # every check, before Prefect starts; writes nothing
     from flows.label import run as run_flow  # imports Prefect
 
@@ -118,13 +124,13 @@ def run(
     if report:
         from emodraw_batch.report import build
 
-        err.print(f"report: {build(output)}")
+        err.print(f"report: {build(job.out, charts)}")
 
 
 @app.command()
 @friendly
 def stats(
-    output: Path = typer.Argument(..., help="Output folder of a finished run (the --output DIR)."),
+    output: str = typer.Argument(..., help="Output folder of a finished run (the --output DIR, local or s3://...)."),
     group_by: list[str] = typer.Option([], "--group-by", help="Column to break the statistics down by (repeatable; default: the run's)."),
     time_column: Optional[str] = typer.Option(None, help="Timestamp/date column for statistics over time (default: the run's)."),
     every: Optional[str] = typer.Option(None, help="Time bucket as a polars duration: 1h, 1d, 1w, 1mo (default: the run's, else 1d)."),
@@ -137,31 +143,35 @@ def stats(
     from emodraw_batch.layout import layout
     from emodraw_batch.report import console_tables
 
-    options = st.run_options(output)
+    out = layout(output)
+    options = st.run_options(out)
     if group_by or time_column:  # an explicit breakdown replaces the run's, it is not merged with it
         options = {"group_by": tuple(group_by), "time_column": time_column, "every": options["every"]}
     if every:
         options["every"] = every
-    result = st.compute(output, **options)
-    summary = st.write(result, output)
+    result = st.compute(out, **options)
+    summary = st.write(result, out)
     if as_json:
         tables = {c: f.to_dicts() for c, f in result.groups.items()}
         over_time = result.over_time.to_dicts() if result.over_time is not None else None
         print_json({**summary, "groups": tables, "over_time": over_time})
         return
-    out = Console()
+    console = Console()
     for table in console_tables(result):
-        out.print(table)
-    err.print(f"written: {layout(output).stats}")
+        console.print(table)
+    err.print(f"written: {out.show(out.stats)}")
 
 
 @app.command()
 @friendly
-def report(output: Path = typer.Argument(..., help="Output folder of a finished run (the --output DIR).")) -> None:
-    """Draw charts (PNG) and an HTML page under DIR/charts/ from DIR/stats/ (computed if missing)."""
+def report(
+    output: str = typer.Argument(..., help="Output folder of a finished run (the --output DIR, local or s3://...)."),
+    charts: Optional[Path] = typer.Option(None, "--charts", help="Local folder for the charts (default DIR/charts; needed when DIR is s3://...)."),
+) -> None:
+    """Draw charts (PNG) and an HTML page under DIR/charts/ (or --charts) from DIR/stats/ (computed if missing)."""
     from emodraw_batch.report import build
 
-    err.print(f"report: {build(output)}")
+    err.print(f"report: {build(output, charts)}")
 
 
 @app.command()

@@ -120,7 +120,7 @@ def label_all(planned: Plan, engine: EngineConfig) -> list[ShardDone]:
         return []
     shard_task = label_shard.with_options(retries=engine.retries, retry_delay_seconds=engine.retry_delay)
     on_rows = _on_rows.get()
-    out_dir = str(planned.job.out.root.absolute())  # Dask workers may run elsewhere: never a relative path
+    out_dir = planned.job.out.location  # Dask workers may run elsewhere: an absolute path or the URI, as a string
     done: list[ShardDone] = []
     failed: list[tuple[Shard, BaseException]] = []
     with task_runner:
@@ -149,7 +149,7 @@ def label_all(planned: Plan, engine: EngineConfig) -> list[ShardDone]:
         raise ShardFailed(
             f"{len(failed)} of {len(todo)} shard(s) failed: "
             + "; ".join(_failure(s, e, engine.retries) for s, e in failed)
-            + f". The {len(done) + len(planned.done)} finished shard(s) are kept in {str(planned.job.out.labels)!r}; "
+            + f". The {len(done) + len(planned.done)} finished shard(s) are kept in {planned.job.out.show(planned.job.out.labels)!r}; "
             "fix the cause and run the same command again to label only the missing shards."
         )
     return done
@@ -237,4 +237,4 @@ def run(job: Job, engine: EngineConfig, on_rows: OnRows | None = None) -> dict[s
             runner.classifier_for(job.config)  # the shard tasks of this process reuse it
         url = api.result()
     with temporary_settings({PREFECT_API_URL: url}), reporting(on_rows):
-        return label_corpus(list(job.specs), str(job.out.root), as_parameters(job.config, engine), job.overwrite)
+        return label_corpus(list(job.specs), job.out.uri, as_parameters(job.config, engine), job.overwrite)

@@ -223,6 +223,24 @@ def test_rerun_resumes_and_refuses_a_different_job(cfg, tmp_path, monkeypatch):
     assert redo.resumed == 0 and redo.rows == 200
 
 
+def test_a_rerun_after_an_input_changed_in_place_is_refused(cfg, tmp_path):
+    corpus = write_corpus(tmp_path / "in.parquet", make_texts(60, seed=4), row_group_size=20)
+    other = write_corpus(tmp_path / "other.parquet", make_texts(60, seed=5), row_group_size=20)
+    first = run([str(corpus), str(other)], tmp_path / "out", cfg)
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert {"path", "rows", "size", "mtime"} <= set(record["inputs"][0])
+    # The same file name and row count, other texts: resuming would mix old and new rows.
+    write_corpus(other, make_texts(60, seed=6), row_group_size=20)
+    with pytest.raises(OutputError, match=r"input file '.*other\.parquet' was changed in place.*--overwrite"):
+        validate([str(corpus), str(other)], tmp_path / "out", cfg)
+    assert run([str(corpus), str(other)], tmp_path / "out", cfg, overwrite=True).resumed == 0
+    # A run.json written before sizes and times were recorded still resumes.
+    for entry in record["inputs"]:
+        del entry["size"], entry["mtime"]
+    (tmp_path / "out" / "run.json").write_text(json.dumps(record))
+    assert run([str(corpus), str(other)], tmp_path / "out", cfg).resumed == first.outputs
+
+
 def test_damaged_data_pages_name_the_file_and_row_groups(cfg, tmp_path):
     path = tmp_path / "in.parquet"
     pq.write_table(pa.table({"text": make_texts(400, seed=8)}), path, row_group_size=100, compression="zstd")
