@@ -267,6 +267,10 @@ class TrainProgress(_Live):
         )
 
 
+# The training defaults depend on the starting point; the help shows the table (no torch is imported).
+from .train.defaults import describe as train_default  # noqa: E402
+
+
 @app.command()
 @friendly
 def train(
@@ -277,24 +281,28 @@ def train(
     from_scratch: Optional[str] = typer.Option(None, "--from-scratch", help="tiny | small | base: a new ALBERT + a tokenizer trained on --train."),
     text_column: Optional[str] = typer.Option(None, help="Text column in Parquet/CSV (default: text)."),
     label_column: Optional[str] = typer.Option(None, help="Label column in Parquet/CSV (default: label)."),
-    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default: 20)."),
-    patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without a lower val loss (default: 3)."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate of AdamW (default: 2e-5 for fine-tuning; from scratch use ~3e-3)."),
-    batch_size: Optional[int] = typer.Option(None, help="Texts per training batch (default: 64)."),
+    epochs: Optional[int] = typer.Option(None, help=f"Maximum epochs (default: {train_default('epochs')})."),
+    patience: Optional[int] = typer.Option(None, help=f"Stop after this many epochs without a lower val loss (default: {train_default('patience')})."),
+    lr: Optional[float] = typer.Option(None, help=f"Peak learning rate of AdamW (default: {train_default('lr')})."),
+    batch_size: Optional[int] = typer.Option(None, help=f"Texts per training batch (default: {train_default('batch_size')})."),
     max_length: Optional[int] = typer.Option(None, help="Max tokens per text (default: 128)."),
     seed: Optional[int] = typer.Option(None, help="Seed: the same seed and data give the same model (default: 42)."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (default: auto)."),
     precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 (default: auto = bf16 autocast on CUDA, fp32 on CPU)."),
-    warmup_ratio: Optional[float] = typer.Option(None, help="Share of the steps with linear warm-up (default: 0.1)."),
-    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (default: 0.01)."),
-    vocab_size: Optional[int] = typer.Option(None, help="Tokenizer vocabulary for --from-scratch (default: 8000)."),
+    warmup_ratio: Optional[float] = typer.Option(None, help=f"Share of the steps with linear warm-up (default: {train_default('warmup_ratio')})."),
+    weight_decay: Optional[float] = typer.Option(None, help=f"AdamW weight decay (default: {train_default('weight_decay')})."),
+    vocab_size: Optional[int] = typer.Option(None, help=f"Tokenizer vocabulary for --from-scratch (default: {train_default('vocab_size')})."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a --base with pickle (.bin) weights. Only if you trust it."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in DIR from DIR/last (its settings are reused)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier training run in DIR and start again."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bars."),
 ) -> None:
-    """Fine-tune (--base) or train from scratch (--from-scratch) an emotion classifier on labelled data."""
+    """Fine-tune (--base) or train from scratch (--from-scratch) an emotion classifier on labelled data.
+
+    Unset options take the defaults of the starting point (fine-tuning, or from scratch by size);
+    the values used are recorded in DIR/metrics.json and DIR/last/trainer_state.json.
+    """
     from .train import make_config
     from .train import train as train_model
 
