@@ -278,7 +278,7 @@ def train(
     train_file: Optional[Path] = typer.Option(None, "--train", help="Training data: Parquet, CSV or `text;label` lines."),
     val_file: Optional[Path] = typer.Option(None, "--val", help="Validation data (same formats); picks the best epoch."),
     base: Optional[str] = typer.Option(None, help="Checkpoint to fine-tune: hub id (albert-base-v2) or local folder."),
-    from_scratch: Optional[str] = typer.Option(None, "--from-scratch", help="tiny | small | base: a new ALBERT + a tokenizer trained on --train."),
+    from_scratch: Optional[str] = typer.Option(None, "--from-scratch", help="tiny | mini | small | base: a new ALBERT + a tokenizer trained on --train."),
     text_column: Optional[str] = typer.Option(None, help="Text column in Parquet/CSV (default: text)."),
     label_column: Optional[str] = typer.Option(None, help="Label column in Parquet/CSV (default: label)."),
     epochs: Optional[int] = typer.Option(None, help=f"Maximum epochs (default: {train_default('epochs')})."),
@@ -418,6 +418,80 @@ def schedule(
     deploy = sched.deployment(cron, timezone, inputs, output, cfg, name)
     err.print(f"serving deployment emodraw-label/{name} at {cron!r} ({timezone}) on {api}; stop with Ctrl-C")
     sched.serve(deploy)
+
+
+class DistillProgress(TrainProgress):
+    """The teacher's labelling (rows), then the student's epochs, in one display."""
+
+    rows: Any = None
+
+    def update(self, rows: int) -> None:
+        if self.rows is None:
+            self.rows = self.progress.add_task("teacher", total=None, epoch="- teacher labelling", loss="-")
+        self.progress.update(self.rows, advance=rows)
+
+
+@app.command()
+@friendly
+def distill(
+    teacher: str = typer.Option(..., help="The teacher: a checkpoint folder or hub id (e.g. a model fine-tuned with train --base)."),
+    texts: list[Path] = typer.Option(..., "--texts", help="Unlabelled texts (repeatable): Parquet/CSV (--text-column), plain or `text;label` lines (labels ignored)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder: corpus, teacher labels, DIR/student (the student model), distill.json."),
+    student_size: Optional[str] = typer.Option(None, help="tiny | mini | small | base: a new ALBERT with a tokenizer trained on the texts (default: mini, under 5 MB)."),
+    student_base: Optional[str] = typer.Option(None, help="Or a pretrained ALBERT checkpoint to start the student from."),
+    val: Optional[Path] = typer.Option(None, help="Labelled validation data for early stopping (default: hold out --val-share of the texts)."),
+    test: Optional[Path] = typer.Option(None, help="Labelled test data: accuracy and macro F1 of teacher and student."),
+    text_column: Optional[str] = typer.Option(None, help="Text column in Parquet/CSV (default: text)."),
+    label_column: Optional[str] = typer.Option(None, help="Label column of --val/--test in Parquet/CSV (default: label)."),
+    val_share: Optional[float] = typer.Option(None, help="Share of the texts held out when there is no --val (default: 0.1)."),
+    temperature: Optional[float] = typer.Option(None, help="Softmax temperature of the soft targets (default: 2)."),
+    hard_weight: Optional[float] = typer.Option(None, help="Share of true-label cross-entropy in the loss of labelled --val rows (default: 0.5)."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default: as train, by student size)."),
+    patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without a lower val loss (default: 3)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: as train, by student size)."),
+    batch_size: Optional[int] = typer.Option(None, help="Texts per training batch (default: as train)."),
+    max_length: Optional[int] = typer.Option(None, help="Max tokens per text, teacher and student (default: 128)."),
+    vocab_size: Optional[int] = typer.Option(None, help="Student tokenizer vocabulary (default: 8000)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the held-out split and the student (default: 42)."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (default: auto)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights. Only if you trust them."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in DIR (teacher labels and student training)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier distill run in DIR and start again."),
+    as_json: bool = typer.Option(False, "--json", help="Print distill.json on stdout."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bars."),
+) -> None:
+    """Distil TEACHER into a small ALBERT student on unlabelled texts; compare the two (DIR/distill.json)."""
+    from .distill import distill as run_distill
+    from .distill import make_config
+
+    cfg = make_config(
+        output, resume, teacher=teacher, texts=[str(t) for t in texts], student_size=student_size,
+        student_base=student_base, val=str(val) if val else None, test=str(test) if test else None,
+        text_column=text_column, label_column=label_column, val_share=val_share, temperature=temperature,
+        hard_weight=hard_weight, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
+        max_length=max_length, vocab_size=vocab_size, seed=seed, device=device, allow_pickle=allow_pickle or None,
+    )
+    with DistillProgress(progress and not as_json and sys.stderr.isatty()) as bar:
+        report = run_distill(cfg, output, resume=resume, overwrite=overwrite, callbacks=bar, on_rows=bar.update)
+    if as_json:
+        sys.stdout.write(json.dumps(report, default=str) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"agreement with the teacher on {report['n_held']:,} {report['agreement_on']} texts: "
+                        f"{report['agreement']:.4f}")
+    for column in ("", "teacher", "student"):
+        table.add_column(column, justify="left" if not column else "right")
+    t, s = report["teacher"], report["student"]
+    for name, key, fmt in (("test accuracy", "test_accuracy", "{:.4f}"), ("test macro F1", "test_macro_f1", "{:.4f}"),
+                           ("parameters", "parameters", "{:,}"), ("MB on disk", "bytes", "{:.2f}"),
+                           ("rows/s", "rows_per_s", "{:,.0f}")):
+        if key in t:
+            scale = 1e6 if key == "bytes" else 1
+            table.add_row(name, fmt.format(t[key] / scale), fmt.format(s[key] / scale))
+    err.print(table)
+    err.print(f"student: {output / 'student'}  (use: emodraw-batch run ... --model {output / 'student'})  "
+              f"report: {output / 'distill.json'}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # console-script entry point

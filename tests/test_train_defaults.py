@@ -40,7 +40,7 @@ def test_unset_settings_resolve_by_starting_point_and_flags_override(tmp_path):
 
 
 def test_the_cli_help_shows_the_table():
-    assert describe("lr").startswith("2e-05 fine-tuning; from scratch 0.003 tiny")
+    assert describe("lr").startswith("2e-05 fine-tuning; from scratch 0.003 tiny, 0.001 mini")
     assert describe("patience") == str(DEFAULTS["fine-tune"]["patience"])
 
 
@@ -72,7 +72,7 @@ def test_defaults_only_from_scratch_beats_the_majority_class(tmp_path):
     assert {k: recorded[k] for k in TUNED} == defaults_for(None, "tiny")
 
 
-@pytest.mark.parametrize("size", ["small", "base"])
+@pytest.mark.parametrize("size", ["mini", "small", "base"])
 def test_every_size_resolves(size):
     cfg = make_config(train="a", val="b", from_scratch=size)
     assert cfg.lr == DEFAULTS[f"scratch:{size}"]["lr"]

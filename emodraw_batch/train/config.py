@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..config import check_device, explain
 from .defaults import TUNED, defaults_for
 
-Size = Literal["tiny", "small", "base"]
+Size = Literal["tiny", "mini", "small", "base"]
 
 
 class FitSettings(BaseModel):
@@ -79,7 +79,7 @@ class TrainConfig(FitSettings):
     def _one_start(self) -> TrainConfig:
         if (self.base is None) == (self.from_scratch is None):
             raise ValueError(
-                "pass exactly one of --base CHECKPOINT (hub id or folder) or --from-scratch tiny|small|base "
+                "pass exactly one of --base CHECKPOINT (hub id or folder) or --from-scratch tiny|mini|small|base "
                 f"(got base={self.base!r}, from_scratch={self.from_scratch!r})"
             )
         return self

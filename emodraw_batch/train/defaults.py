@@ -18,6 +18,7 @@ _SHARED: dict[str, Any] = dict(patience=3, warmup_ratio=0.1, weight_decay=0.01, 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "fine-tune": dict(_SHARED, epochs=20, lr=2e-5, batch_size=64),
     "scratch:tiny": dict(_SHARED, epochs=15, lr=3e-3, batch_size=32),
+    "scratch:mini": dict(_SHARED, epochs=15, lr=1e-3, batch_size=32),
     "scratch:small": dict(_SHARED, epochs=15, lr=1e-3, batch_size=32),
     "scratch:base": dict(_SHARED, epochs=15, lr=3e-4, batch_size=32),
 }
