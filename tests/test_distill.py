@@ -124,7 +124,7 @@ def test_bad_options_are_refused(setup, tmp_path):
     with pytest.raises(ConfigError, match="texts"):
         make_config(teacher="t", texts=[])
     cfg = make_config(teacher="t", texts=["a"])
-    assert cfg.lr == 1e-3 and cfg.student_size is None  # a mini student from scratch, train's defaults for it
+    assert cfg.lr == 5e-4 and cfg.student_size is None  # a mini student from scratch, train's defaults for it
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "notes.txt").write_text("keep me")
     with pytest.raises(OutputError, match="holds no distill run"):

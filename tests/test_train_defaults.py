@@ -22,7 +22,7 @@ def test_fine_tuning_keeps_the_seed_protocol_and_from_scratch_learns_faster():
     tuned = defaults_for("albert-base-v2", None)
     assert (tuned["lr"], tuned["batch_size"]) == (2e-5, 64)
     tiny = defaults_for(None, "tiny")
-    assert tiny["lr"] >= 100 * tuned["lr"] and tiny["batch_size"] <= tuned["batch_size"]
+    assert tiny["lr"] >= 10 * tuned["lr"] and tiny["batch_size"] < tuned["batch_size"]
     # Bigger models from scratch get lower learning rates.
     assert tiny["lr"] > defaults_for(None, "small")["lr"] > defaults_for(None, "base")["lr"]
 
@@ -40,7 +40,7 @@ def test_unset_settings_resolve_by_starting_point_and_flags_override(tmp_path):
 
 
 def test_the_cli_help_shows_the_table():
-    assert describe("lr").startswith("2e-05 fine-tuning; from scratch 0.003 tiny, 0.001 mini")
+    assert describe("lr") == "2e-05 fine-tuning; from scratch 0.001 tiny, 0.0005 mini, 0.0005 small, 0.0002 base"
     assert describe("patience") == str(DEFAULTS["fine-tune"]["patience"])
 
 
@@ -67,7 +67,7 @@ def test_defaults_only_from_scratch_beats_the_majority_class(tmp_path):
     result = train(cfg, tmp_path / "m")
     majority = Counter(y for _, y in val_rows).most_common(1)[0][1] / len(val_rows)
     best = result.history[result.best_epoch - 1]
-    assert best["val_accuracy"] >= majority + 0.15, (best, majority)
+    assert best["val_accuracy"] >= majority + 0.3, (best, majority)
     recorded = json.loads((tmp_path / "m" / "metrics.json").read_text())["config"]
     assert {k: recorded[k] for k in TUNED} == defaults_for(None, "tiny")
 
