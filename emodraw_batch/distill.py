@@ -150,6 +150,12 @@ def read_corpus(cfg: DistillConfig) -> Corpus:
     return Corpus(texts, parts, labels)
 
 
+def load_corpus(path: Path) -> Corpus:
+    table = pq.read_table(path).sort_by("row")
+    return Corpus(table["text"].to_pylist(), np.array(table["part"].to_pylist(), dtype=object),
+                  table["label"].to_pylist())
+
+
 def write_corpus(corpus: Corpus, path: Path) -> None:
     table = pa.table({"row": pa.array(np.arange(len(corpus.texts)), pa.int64()),
                       "part": pa.array(corpus.parts.tolist(), pa.string()),
@@ -308,6 +314,9 @@ def distill(cfg: DistillConfig, output: str | Path, *, resume: bool = False, ove
     write_json(output / CONFIG, cfg.model_dump())
     if not (output / CORPUS).is_file():
         write_corpus(corpus, output / CORPUS)
+    elif load_corpus(output / CORPUS).texts != corpus.texts:
+        raise OutputError(f"The texts differ from those of the run in {str(output)!r} (the --texts or --val files "
+                          "changed). Distil into a new --output, or pass --overwrite to start again.")
     teacher = label_with_teacher(cfg, output, on_rows)
     result = train_student(cfg, output, corpus, teacher, callbacks)
     report = compare(cfg, output, corpus, teacher)

@@ -85,19 +85,25 @@ def test_distill_json_has_the_comparison(distilled):
 
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(setup, distilled):
     out, report = distilled
+    copy = setup / "texts-copy.txt"  # the same texts under another name, changed at the end
+    copy.write_text((setup / "texts.txt").read_text())
+    cfg = student_config(setup, texts=[str(copy)])
     with pytest.raises(KeyboardInterrupt):
-        distill(student_config(setup), setup / "resumed", callbacks=StopAfter(1))
+        distill(cfg, setup / "resumed", callbacks=StopAfter(1))
     state = json.loads((setup / "resumed" / "student" / "last" / "trainer_state.json").read_text())
     assert state["epoch"] == 1
     with pytest.raises(OutputError, match="--resume"):
-        distill(student_config(setup), setup / "resumed")
+        distill(cfg, setup / "resumed")
     resumed = distill(make_config(setup / "resumed", resume=True), setup / "resumed", resume=True)
     expected = weights(out / "student" / "last")
     got = weights(setup / "resumed" / "student" / "last")
     assert all(np.array_equal(v, got[k]) for k, v in expected.items())
     assert resumed["agreement"] == report["agreement"]
     with pytest.raises(OutputError, match="temperature: 2.0 -> 3.0"):
-        distill(student_config(setup, temperature=3.0), setup / "resumed", resume=True)
+        distill(cfg.model_copy(update={"temperature": 3.0}), setup / "resumed", resume=True)
+    copy.write_text(copy.read_text() + "a new text\n")
+    with pytest.raises(OutputError, match="texts differ"):
+        distill(cfg, setup / "resumed", resume=True)
 
 
 def test_a_labelled_val_file_validates_and_mixes_hard_labels(setup):
