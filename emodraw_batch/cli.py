@@ -487,8 +487,7 @@ def distill(
                            ("parameters", "parameters", "{:,}"), ("MB on disk", "bytes", "{:.2f}"),
                            ("rows/s", "rows_per_s", "{:,.0f}")):
         if key in t:
-            scale = 1e6 if key == "bytes" else 1
-            table.add_row(name, fmt.format(t[key] / scale), fmt.format(s[key] / scale))
+            table.add_row(name, *(fmt.format(m[key] / 1e6 if key == "bytes" else m[key]) for m in (t, s)))
     err.print(table)
     err.print(f"student: {output / 'student'}  (use: emodraw-batch run ... --model {output / 'student'})  "
               f"report: {output / 'distill.json'}", highlight=False, soft_wrap=True)
