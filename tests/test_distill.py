@@ -152,3 +152,31 @@ def test_cli_distill_prints_the_report(setup, distilled):
     assert printed["agreement"] == report["agreement"] and KEYS <= set(printed)
     table = CliRunner().invoke(app, args)
     assert table.exit_code == 0 and "agreement" in table.output and "rows/s" in table.output
+
+
+def test_soft_targets_at_temperature_one_give_cross_entropy():
+    import torch
+
+    from emodraw_batch.train.data import Split, Tokens
+    from emodraw_batch.train.loop import Objective, soften
+
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype=np.float32)
+    assert np.allclose(soften(probs, 1.0), probs, atol=1e-6)
+    hot = soften(probs, 0.01)  # a low temperature sharpens to the top class
+    assert np.allclose(hot, np.eye(3)[[0, 2]], atol=1e-6)
+    assert np.allclose(soften(probs, 1e6), 1 / 3, atol=1e-4)  # a high one flattens
+    tokens = Tokens.of([[1, 2], [3]])
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
+    rows = np.arange(2)
+    labels = np.array([0, 2])
+    ce = Objective()(logits, Split(tokens, labels), rows)
+    kl = Objective(temperature=1.0)(logits, Split(tokens, np.full(2, -1), np.eye(3, dtype=np.float32)[labels]), rows)
+    assert float(kl) == pytest.approx(float(ce), abs=1e-6)  # KL to a one-hot target = cross-entropy
+    # Where a row has a label, hard_weight of its loss is cross-entropy on it.
+    soft = Split(tokens, np.array([0, -1]), soften(probs, 2.0))
+    mixed = Objective(2.0, hard_weight=1.0)(logits, soft, rows, reduction="sum")
+    only_soft = Objective(2.0)(logits, Split(tokens, np.full(2, -1), soften(probs, 2.0)), rows, reduction="sum")
+    row0_ce = torch.nn.functional.cross_entropy(logits[:1], torch.tensor([0]))
+    row1_kl = Objective(2.0)(logits[1:], Split(Tokens.of([[3]]), np.full(1, -1), soften(probs, 2.0)[1:]), np.arange(1))
+    assert float(mixed) == pytest.approx(float(row0_ce + row1_kl), abs=1e-5)
+    assert float(mixed) != pytest.approx(float(only_soft), abs=1e-3)
