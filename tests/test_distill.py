@@ -180,3 +180,13 @@ def test_soft_targets_at_temperature_one_give_cross_entropy():
     row1_kl = Objective(2.0)(logits[1:], Split(Tokens.of([[3]]), np.full(1, -1), soften(probs, 2.0)[1:]), np.arange(1))
     assert float(mixed) == pytest.approx(float(row0_ce + row1_kl), abs=1e-5)
     assert float(mixed) != pytest.approx(float(only_soft), abs=1e-3)
+
+
+def test_a_pretrained_albert_can_be_the_student(setup, tiny_model):
+    cfg = student_config(setup, student_size=None, student_base=tiny_model, epochs=1, test=None)
+    report = distill(cfg, setup / "from-base")
+    config = json.loads((setup / "from-base" / "student" / "config.json").read_text())
+    # The base knows six emotions; the teacher three: a new head in the teacher's label order.
+    assert config["id2label"] == {"0": "anger", "1": "fear", "2": "joy"}
+    assert config["max_position_embeddings"] == 64  # the base's own model and tokenizer, kept
+    assert report["student"]["parameters"] > 0 and 0 <= report["agreement"] <= 1
