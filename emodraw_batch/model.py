@@ -181,6 +181,13 @@ class _Staging:
         return device[: rows * width].view(rows, width), device[rows * width : need]
 
 
+def input_limits(tokenizer: Any, config: Any, max_length: int) -> tuple[int, int]:
+    """(max tokens per text, pad id): never more positions than the model has embeddings for."""
+    limit = int(getattr(config, "max_position_embeddings", max_length) or max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return min(max_length, limit), pad_id
+
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -423,12 +430,9 @@ class EmotionClassifier:
         self.columns = [column_name(label) for label in self.labels]
         if len(set(self.columns)) != len(self.columns):
             raise ModelError(f"Checkpoint {model!r} has labels that clash as column names: {self.labels}.")
-        limit = int(getattr(config, "max_position_embeddings", max_length) or max_length)
-        # Never feed more positions than the model has embeddings for.
-        self.max_length = min(max_length, limit)
+        self.max_length, self._pad_id = input_limits(self.tokenizer, config, max_length)
         self.batch_tokens = batch_tokens or default_batch_tokens(self.device, config, self.max_length, self.precision)
         self.revision = revision or getattr(config, "_commit_hash", None)
-        self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         if self._autocast is not None and self.fast["half_weights"]:
             self.model.to(self._autocast)  # weights in bf16/fp16; _run upcasts the logits for the softmax

@@ -17,9 +17,12 @@ import typer
 
 from emodraw_batch.config import RunConfig, default
 from emodraw_batch.errors import ConfigError, EmodrawError
+# The training defaults depend on the starting point; the help shows the table (no torch is imported).
+from emodraw_batch.train.defaults import describe as train_default
 from flows.settings import EngineConfig
 
-from .display import RowProgress, TrainProgress, err, print_json, print_report, print_summary
+from .display import DistillProgress, RowProgress, TrainProgress, err, print_distill, print_json, print_report
+from .display import print_summary
 
 app = typer.Typer(
     add_completion=False,
@@ -174,6 +177,8 @@ def report(
     err.print(f"report: {build(output, charts)}")
 
 
+
+
 @app.command()
 @friendly
 def train(
@@ -181,27 +186,31 @@ def train(
     train_file: Optional[Path] = typer.Option(None, "--train", help="Training data: Parquet, CSV or `text;label` lines."),
     val_file: Optional[Path] = typer.Option(None, "--val", help="Validation data (same formats); picks the best epoch."),
     base: Optional[str] = typer.Option(None, help="Checkpoint to fine-tune: hub id (albert-base-v2) or local folder."),
-    from_scratch: Optional[str] = typer.Option(None, "--from-scratch", help="tiny | small | base: a new ALBERT + a tokenizer trained on --train."),
+    from_scratch: Optional[str] = typer.Option(None, "--from-scratch", help="tiny | mini | small | base: a new ALBERT + a tokenizer trained on --train."),
     text_column: Optional[str] = typer.Option(None, help="Text column in Parquet/CSV (default: text)."),
     label_column: Optional[str] = typer.Option(None, help="Label column in Parquet/CSV (default: label)."),
-    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default: 20)."),
-    patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without a lower val loss (default: 3)."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate of AdamW (default: 2e-5 for fine-tuning; from scratch use ~3e-3)."),
-    batch_size: Optional[int] = typer.Option(None, help="Texts per training batch (default: 64)."),
+    epochs: Optional[int] = typer.Option(None, help=f"Maximum epochs (default: {train_default('epochs')})."),
+    patience: Optional[int] = typer.Option(None, help=f"Stop after this many epochs without a lower val loss (default: {train_default('patience')})."),
+    lr: Optional[float] = typer.Option(None, help=f"Peak learning rate of AdamW (default: {train_default('lr')})."),
+    batch_size: Optional[int] = typer.Option(None, help=f"Texts per training batch (default: {train_default('batch_size')})."),
     max_length: Optional[int] = typer.Option(None, help="Max tokens per text (default: 128)."),
     seed: Optional[int] = typer.Option(None, help="Seed: the same seed and data give the same model (default: 42)."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (default: auto)."),
     precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 (default: auto = bf16 autocast on CUDA, fp32 on CPU)."),
-    warmup_ratio: Optional[float] = typer.Option(None, help="Share of the steps with linear warm-up (default: 0.1)."),
-    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (default: 0.01)."),
-    vocab_size: Optional[int] = typer.Option(None, help="Tokenizer vocabulary for --from-scratch (default: 8000)."),
+    warmup_ratio: Optional[float] = typer.Option(None, help=f"Share of the steps with linear warm-up (default: {train_default('warmup_ratio')})."),
+    weight_decay: Optional[float] = typer.Option(None, help=f"AdamW weight decay (default: {train_default('weight_decay')})."),
+    vocab_size: Optional[int] = typer.Option(None, help=f"Tokenizer vocabulary for --from-scratch (default: {train_default('vocab_size')})."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a --base with pickle (.bin) weights. Only if you trust it."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in DIR from DIR/last (its settings are reused)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier training run in DIR and start again."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bars."),
 ) -> None:
-    """Fine-tune (--base) or train from scratch (--from-scratch) an emotion classifier on labelled data."""
+    """Fine-tune (--base) or train from scratch (--from-scratch) an emotion classifier on labelled data.
+
+    Unset options take the defaults of the starting point (fine-tuning, or from scratch by size);
+    the values used are recorded in DIR/metrics.json and DIR/last/trainer_state.json.
+    """
     from emodraw_batch.train import make_config
     from emodraw_batch.train import train as train_model
 
@@ -293,6 +302,54 @@ def schedule(
     deploy = sched.deployment(cron, timezone, inputs, output, cfg, engine_cfg, name)
     err.print(f"serving deployment emodraw-label/{name} at {cron!r} ({timezone}) on {api}; stop with Ctrl-C")
     sched.serve(deploy)
+
+
+@app.command()
+@friendly
+def distill(
+    teacher: str = typer.Option(..., help="The teacher: a checkpoint folder or hub id (e.g. a model fine-tuned with train --base)."),
+    texts: list[Path] = typer.Option(..., "--texts", help="Unlabelled texts (repeatable): Parquet/CSV (--text-column), plain or `text;label` lines (labels ignored)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder: corpus, teacher labels, DIR/student (the student model), distill.json."),
+    student_size: Optional[str] = typer.Option(None, help="tiny | mini | small | base: a new ALBERT with a tokenizer trained on the texts (default: mini, under 5 MB)."),
+    student_base: Optional[str] = typer.Option(None, help="Or a pretrained ALBERT checkpoint to start the student from."),
+    val: Optional[Path] = typer.Option(None, help="Labelled validation data for early stopping (default: hold out --val-share of the texts)."),
+    test: Optional[Path] = typer.Option(None, help="Labelled test data: accuracy and macro F1 of teacher and student."),
+    text_column: Optional[str] = typer.Option(None, help="Text column in Parquet/CSV (default: text)."),
+    label_column: Optional[str] = typer.Option(None, help="Label column of --val/--test in Parquet/CSV (default: label)."),
+    val_share: Optional[float] = typer.Option(None, help="Share of the texts held out when there is no --val (default: 0.1)."),
+    temperature: Optional[float] = typer.Option(None, help="Softmax temperature of the soft targets (default: 2)."),
+    hard_weight: Optional[float] = typer.Option(None, help="Share of true-label cross-entropy in the loss of labelled --val rows (default: 0.5)."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default: as train, by student size)."),
+    patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without a lower val loss (default: 3)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: as train, by student size)."),
+    batch_size: Optional[int] = typer.Option(None, help="Texts per training batch (default: as train)."),
+    max_length: Optional[int] = typer.Option(None, help="Max tokens per text, teacher and student (default: 128)."),
+    vocab_size: Optional[int] = typer.Option(None, help="Student tokenizer vocabulary (default: 8000)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the held-out split and the student (default: 42)."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N (default: auto)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) weights. Only if you trust them."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in DIR (teacher labels and student training)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier distill run in DIR and start again."),
+    as_json: bool = typer.Option(False, "--json", help="Print distill.json on stdout."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bars."),
+) -> None:
+    """Distil TEACHER into a small ALBERT student on unlabelled texts; compare the two (DIR/distill.json)."""
+    from emodraw_batch.distill import distill as run_distill
+    from emodraw_batch.distill import make_config
+
+    cfg = make_config(
+        output, resume, teacher=teacher, texts=[str(t) for t in texts], student_size=student_size,
+        student_base=student_base, val=str(val) if val else None, test=str(test) if test else None,
+        text_column=text_column, label_column=label_column, val_share=val_share, temperature=temperature,
+        hard_weight=hard_weight, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
+        max_length=max_length, vocab_size=vocab_size, seed=seed, device=device, allow_pickle=allow_pickle or None,
+    )
+    with DistillProgress(progress and not as_json and sys.stderr.isatty()) as bar:
+        report = run_distill(cfg, output, resume=resume, overwrite=overwrite, callbacks=bar, on_rows=bar.update)
+    if as_json:
+        print_json(report)
+        return
+    print_distill(report, output)
 
 
 def main() -> None:  # console-script entry point

@@ -143,3 +143,33 @@ def print_report(result: dict[str, Any]) -> None:
     err.print(matrix)
     if result.get("rows_dropped"):
         err.print(f"skipped (no text or no label): {result['rows_dropped']:,} rows")
+
+
+class DistillProgress(TrainProgress):
+    """The teacher's labelling (rows), then the student's epochs, in one display."""
+
+    rows: Any = None
+
+    def update(self, rows: int) -> None:
+        if self.rows is None:
+            self.rows = self.progress.add_task("teacher", total=None, epoch="- teacher labelling", loss="-")
+        self.progress.update(self.rows, advance=rows)
+
+
+def print_distill(report: dict[str, Any], output: Any) -> None:
+    """Teacher vs student: agreement, test scores, size and speed."""
+    from rich.table import Table
+
+    table = Table(title=f"agreement with the teacher on {report['n_held']:,} {report['agreement_on']} texts: "
+                        f"{report['agreement']:.4f}")
+    for column in ("", "teacher", "student"):
+        table.add_column(column, justify="left" if not column else "right")
+    t, s = report["teacher"], report["student"]
+    for name, key, fmt in (("test accuracy", "test_accuracy", "{:.4f}"), ("test macro F1", "test_macro_f1", "{:.4f}"),
+                           ("parameters", "parameters", "{:,}"), ("MB on disk", "bytes", "{:.2f}"),
+                           ("rows/s", "rows_per_s", "{:,.0f}")):
+        if key in t:
+            table.add_row(name, *(fmt.format(m[key] / 1e6 if key == "bytes" else m[key]) for m in (t, s)))
+    err.print(table)
+    err.print(f"student: {output / 'student'}  (use: emodraw-batch run ... --model {output / 'student'})  "
+              f"report: {output / 'distill.json'}", highlight=False, soft_wrap=True)

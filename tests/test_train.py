@@ -199,6 +199,25 @@ def test_fine_tuning_a_base_checkpoint_gets_a_head_for_the_data_labels(tiny_mode
     assert config["max_position_embeddings"] == 64  # the base's, kept
 
 
+def test_a_base_checkpoint_is_loaded_once_even_when_its_head_is_replaced(tiny_model, monkeypatch):
+    from emodraw_batch import model as model_module
+    from emodraw_batch.train import start
+
+    loads = []
+    real = model_module.load_checkpoint
+    monkeypatch.setattr(model_module, "load_checkpoint", lambda *a, **k: loads.append(a) or real(*a, **k))
+    _, model, labels = start.from_base(tiny_model, ["anger", "fear", "joy"], seed=0, allow_pickle=False)
+    assert len(loads) == 1 and labels == ["anger", "fear", "joy"]
+    assert model.classifier.out_features == 3 and model.num_labels == 3
+    assert model.config.id2label == {0: "anger", 1: "fear", 2: "joy"} and model.config.label2id["joy"] == 2
+    # The new head is drawn from the seed: the same seed gives the same head.
+    _, again, _ = start.from_base(tiny_model, ["anger", "fear", "joy"], seed=0, allow_pickle=False)
+    assert np.array_equal(model.classifier.weight.detach().numpy(), again.classifier.weight.detach().numpy())
+    # A base that already knows the labels keeps its head and its label order.
+    _, kept, order = start.from_base(tiny_model, list(reversed(EMOTIONS)), seed=0, allow_pickle=False)
+    assert order == list(EMOTIONS) and kept.classifier.out_features == 6
+
+
 def test_bad_options_and_folders_are_refused(trained, tmp_path):
     cfg, out, _ = trained
     with pytest.raises(ConfigError, match="exactly one of --base"):
