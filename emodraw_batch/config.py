@@ -23,7 +23,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 DEFAULT_MODEL = "bhadresh-savani/albert-base-v2-emotion"
-Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+Precision = Literal["auto", "fast", "fp32", "bf16", "fp16", "int8"]
 M = TypeVar("M", bound=BaseModel)
 
 

@@ -208,27 +208,79 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """`auto` is exact fp32 on the CPU and bf16 autocast on CUDA; int8 exists only on the CPU."""
+class PrecisionWarning(UserWarning):
+    """A precision that works but is a poor choice on this machine (e.g. bf16 on a CPU without bf16 units)."""
+
+
+def resolve_precision(precision: str, device: str, cpuinfo: str | None = None) -> str:
+    """The precision that runs: `auto` and `fast` resolved for `device` (and this CPU).
+
+    `auto` is exact fp32 on the CPU and bf16 autocast on CUDA. `fast` is the fastest precision
+    that keeps >= 99% of fp32's labels (bench/CPU.md): bf16 on CUDA and on CPUs with native bf16
+    (AVX512-BF16, AMX), else int8 where torch has its x86 int8 kernels, else fp32. int8 exists only on
+    the CPU. A half precision on a CPU without it is allowed but warned about (`half_precision_advice`).
+    """
     if precision == "auto":
         return "bf16" if device.startswith("cuda") else "fp32"
+    if precision == "fast":
+        if device.startswith("cuda") or cpu_has_bf16(cpuinfo):
+            return "bf16"
+        return "int8" if cpu_has_int8() else "fp32"
     if precision == "int8" and device != "cpu":
         raise ConfigError(
             f"--precision int8 (dynamic int8 quantization) runs only on the CPU, but the device is {device}. "
             "Use --precision bf16 on a GPU, or --device cpu with int8."
         )
+    advice = half_precision_advice(precision, device, cpuinfo)
+    if advice:
+        warnings.warn(advice, PrecisionWarning, stacklevel=2)
     return precision
+
+
+def half_precision_advice(precision: str, device: str, cpuinfo: str | None = None) -> str | None:
+    """Why bf16/fp16 on this CPU is a trap and what to use instead; None when it is not one.
+
+    A CPU without native bf16 (AVX2-only, or AVX-512 without AVX512-BF16) emulates it: on a
+    2-core AVX2 EPYC, bf16 ran ~4x slower than fp32 (issue #14; bench/CPU.md). Not refused:
+    the labels are right, and a job begun in bf16 (e.g. on a GPU) must resume in bf16.
+    """
+    if device != "cpu" or precision not in ("bf16", "fp16"):
+        return None
+    flag = {"bf16": ("avx512_bf16", "amx_bf16"), "fp16": ("avx512_fp16", "amx_fp16")}[precision]
+    if cpu_flags(cpuinfo) & set(flag):
+        return None
+    instead = resolve_precision("fast", "cpu", cpuinfo)
+    return (
+        f"--precision {precision} on the CPU needs native {precision} units ({' or '.join(f.upper() for f in flag)}), "
+        f"which this CPU lacks, so it is emulated and slower than fp32 (about 4x slower on an AVX2-only CPU). "
+        f"Use --precision fast (here: {instead}) for speed with >= 99% of fp32's labels, or --precision fp32 "
+        "(the CPU default) for exact labels."
+    )
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read, e.g. not Linux)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    return set(cpuinfo.split())
 
 
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); without it bf16 autocast is slower than fp32."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:  # not Linux: no cheap way to know, so assume not
-            return False
-    flags = set(cpuinfo.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_int8() -> bool:
+    """Whether torch runs dynamic int8 on this CPU with its x86 kernels (fbgemm: AVX2 or newer).
+
+    Only x86 is measured (bench/CPU.md); elsewhere `fast` stays fp32 rather than guess.
+    """
+    import torch
+
+    return bool(set(torch.backends.quantized.supported_engines) & {"x86", "fbgemm"})
 
 
 def activation_bytes_per_token(config: Any, max_length: int, precision: str) -> int:

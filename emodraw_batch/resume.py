@@ -22,7 +22,7 @@ from .reader import Inputs, Shard
 
 
 def fingerprint(config: RunConfig) -> dict[str, Any]:
-    """The settings that change the labels, with precision `auto` resolved for this machine.
+    """The settings that change the labels, with precision `auto` or `fast` resolved for this machine.
 
     Unresolved, a job that crashed on a GPU (auto = bf16) and is rerun on a CPU (auto = fp32)
     would resume as "the same job" and mix two precisions in one output folder.
@@ -30,10 +30,10 @@ def fingerprint(config: RunConfig) -> dict[str, Any]:
     from .model import resolve_device, resolve_precision
 
     values = config.fingerprint()
-    if config.precision == "auto":
+    if config.precision in ("auto", "fast"):  # both mean something different on another machine
         # Only device `auto` needs torch (to look for a GPU); a named device decides by its name.
         device = resolve_device("auto") if config.device == "auto" else config.device
-        values["precision"] = resolve_precision("auto", device)
+        values["precision"] = resolve_precision(config.precision, device)
     return values
 
 

@@ -63,7 +63,7 @@ def run(
     text_column: Optional[str] = typer.Option(None, help=f"Column holding the text (default: {run_default('text_column')})."),
     id_column: Optional[str] = typer.Option(None, help="Optional id column (checked for duplicates)."),
     device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda | cuda:N (default: {run_default('device')})."),
-    precision: Optional[str] = typer.Option(None, help=f"auto | fp32 | bf16 | fp16 | int8 (default: {run_default('precision')} = fp32 on CPU, bf16 on CUDA; int8 = dynamic int8 quantization, CPU only)."),
+    precision: Optional[str] = typer.Option(None, help=f"auto | fast | fp32 | bf16 | fp16 | int8 (default: {run_default('precision')} = fp32 on CPU, bf16 on CUDA; fast = the fastest with >= 99% of fp32's labels: bf16 where native, else int8, else fp32; int8 = dynamic int8 quantization, CPU only)."),
     max_length: Optional[int] = typer.Option(None, help=f"Max tokens per text; longer texts are truncated and flagged (default: {run_default('max_length')})."),
     batch_tokens: Optional[int] = typer.Option(None, help="Token budget of one forward pass (rows x longest row) (default: by device)."),
     window_rows: Optional[int] = typer.Option(None, help=f"Rows sorted by length together; bounds memory (default: {run_default('window_rows')})."),
