@@ -26,7 +26,7 @@ GPU memory sampled with nvidia-smi):
 - run: the full `emodraw-batch run` (Prefect) with --engine local and --engine dask (one
   worker per GPU via dask-cuda), labels compared row by row; time to first result (one-row
   corpus); peak RSS on a quarter of the corpus and on all of it (flat as the corpus grows).
-- agree: the trained checkpoint data/albert-tiny-emotion in fp32 vs bf16 autocast vs bf16
+- agree: the trained checkpoint data/albert-mini-emotion in fp32 vs bf16 autocast vs bf16
   weights over the corpus: label agreement and max |dp|.
 
 Everything goes to OUT/gpu-results.json (rewritten after every measurement, so a run cut off
@@ -59,7 +59,7 @@ sys.path.insert(1, str(ROOT))
 
 import bench as B  # noqa: E402  (bench/bench.py: corpus, checkpoint and process measurement)
 
-TRAINED = ROOT / "data" / "albert-tiny-emotion"
+TRAINED = ROOT / "data" / "albert-mini-emotion"
 BASELINE = HERE / "baseline.py"
 RESULTS = "gpu-results.json"
 TABLE = "gpu-results.md"
@@ -359,7 +359,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     if results.get("agree"):
         lines += [
-            "## Trained checkpoint (data/albert-tiny-emotion): precision vs fp32 on the same device",
+            "## Trained checkpoint (data/albert-mini-emotion): precision vs fp32 on the same device",
             "",
             "| variant | fast paths | rows | = fp32 labels | max \\|Δp\\| | rows/s labelling |",
             "|---|---|---:|---:|---:|---:|",

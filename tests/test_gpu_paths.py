@@ -28,7 +28,7 @@ from emodraw_batch.errors import ConfigError
 from emodraw_batch.model import EmotionClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINED = str(ROOT / "data" / "albert-tiny-emotion")
+TRAINED = str(ROOT / "data" / "albert-mini-emotion")
 # Same arithmetic, other shapes (buckets pad more, eager vs sdpa attention, compiled graphs):
 # measured max |dp| 7e-7 on the wild tiny model.
 EXACT_ATOL = 1e-5

@@ -24,7 +24,7 @@ from emodraw_batch.model import (
     resolve_precision,
 )
 
-SHIPPED = str(Path(__file__).resolve().parents[1] / "data" / "albert-tiny-emotion")
+SHIPPED = str(Path(__file__).resolve().parents[1] / "data" / "albert-mini-emotion")
 BF16_CPU = "flags : fpu sse avx2 avx512f avx512_vnni avx512_bf16"  # this project's AMD EPYC
 AVX2_CPU = "flags : fpu sse sse4_2 avx avx2 fma"  # the other kind seen: no AVX-512, no bf16
 AMX_CPU = "flags : fpu avx2 avx512f amx_tile amx_bf16 amx_int8"

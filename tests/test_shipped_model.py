@@ -6,7 +6,7 @@ from pathlib import Path
 
 from emodraw_batch.model import EmotionClassifier
 
-SHIPPED = Path(__file__).resolve().parents[1] / "data" / "albert-tiny-emotion"
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "albert-mini-emotion"
 
 
 def test_shipped_checkpoint_labels_obvious_sentences():
