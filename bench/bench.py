@@ -1,4 +1,4 @@
-"""Side-by-side benchmark: a `transformers.pipeline` loop vs `emodraw-batch run`.
+"""Side-by-side benchmark: a `transformers.pipeline` loop vs `emodraw-batch run` (vs an ONNX Runtime script).
 
 Same machine, same checkpoint, same Parquet corpus, same torch thread count; each tool
 runs in its own process, so peak memory is its own:
@@ -21,17 +21,24 @@ load, Prefect start), model load alone, peak RSS. A second, cheap part runs
 `emodraw-batch run` with a tiny model on two corpus sizes to show that peak RSS stays
 flat as the corpus grows. The table is printed as Markdown; all numbers go to
 WORK/results.json.
+
+On the CPU, when onnxruntime is installed, the peer rows of bench/onnx_baseline.py (the ONNX
+Runtime script a speed-conscious user writes: same sorted token-budget batching, fp32 and ORT
+dynamic int8) join the table; its one-off export is made before any timed run. With --repeat N
+every contender runs N times, alternated in one order per round, and medians are reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +50,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "emotion"
 BASELINE = Path(__file__).with_name("baseline.py")
+ONNX_BASELINE = Path(__file__).with_name("onnx_baseline.py")
 
 # The synthetic fallback: everyday words, drawn with Zipf-like weights into sentences.
 VOCAB = (
@@ -232,20 +240,30 @@ def last_json(stdout: str) -> dict[str, Any]:
 
 
 def emodraw_cmd() -> list[str]:
+    """The `emodraw-batch` command: $EMODRAW_CMD if set (e.g. "python -m emodraw_batch.cli"), else the script."""
+    if os.environ.get("EMODRAW_CMD"):
+        return os.environ["EMODRAW_CMD"].split()
     script = Path(sys.executable).with_name("emodraw-batch")
     return [str(script)] if script.exists() else [sys.executable, "-m", "emodraw_cli.app"]
 
 
 def run_emodraw(corpus: Path, out: Path, model: Path, device: str, precision: str, env: dict[str, str]) -> dict[str, Any]:
+    """`precision` is PRECISION or PRECISION:RUNTIME (e.g. fp32:torch adds --runtime torch); `default` passes neither."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [*emodraw_cmd(), "run", str(corpus), "--output", str(out), "--model", str(model), "--device", device]
+    precision, _, runtime = precision.partition(":")
     if precision != "default":
         cmd += ["--precision", precision]
+    if runtime:
+        cmd += ["--runtime", runtime]
     result = measure([*cmd, "--json", "--no-progress"], env, gpu=device.startswith("cuda"))
     manifest = json.loads((out / "manifest.json").read_text())
     result["label_s"] = sum(o["seconds"] for o in manifest["outputs"])  # model loaded, windows streaming
     result["rows"] = last_json(result["stdout"])["rows"]
     result["precision"] = manifest["model"]["precision"]
+    if manifest["model"].get("runtime"):  # recorded since the optional ONNX Runtime forward pass
+        result["precision"] += f" ({manifest['model']['runtime']})"
+    result["asked"] = precision + (f":{runtime}" if runtime else "")
     result["batch_tokens"] = manifest["model"]["batch_tokens"]
     return result
 
@@ -257,23 +275,42 @@ def run_baseline(corpus: Path, out: Path, model: Path, device: str, threads: int
     return result
 
 
+def run_onnx(corpus: Path, out: Path, model: Path, int8: bool, threads: int, cache: Path, env: dict[str, str]) -> dict[str, Any]:
+    """bench/onnx_baseline.py: the ONNX Runtime script (export cached in `cache`, made before the first timed run)."""
+    cmd = [sys.executable, str(ONNX_BASELINE), str(corpus), str(out), "--model", str(model), "--cache", str(cache)]
+    result = measure([*cmd, "--threads", str(threads), *(["--int8"] if int8 else [])], env)
+    result.update(last_json(result["stdout"]))
+    result["precision"] = "int8 (ORT dynamic)" if int8 else "fp32"
+    return result
+
+
 def model_load_s(model: Path, device: str, precision: str, env: dict[str, str]) -> float:
     """Seconds to import torch + transformers and build the classifier (no Prefect, no data)."""
+    precision, _, runtime = precision.partition(":")
+    precision = "auto" if precision == "default" else precision
+    # As `run` loads it: its default runtime is auto (ONNX Runtime for fp32 on the CPU when installed),
+    # where EmotionClassifier's own default is torch. A warm run (cached ONNX export) is measured.
+    runtime = runtime or "auto"
+    accepts = "runtime" in inspect.signature(__import__("emodraw_batch.model").model.EmotionClassifier).parameters
+    extra = f", runtime={runtime!r}" if accepts else ""
     code = (
         "import time; t = time.perf_counter(); from emodraw_batch.model import EmotionClassifier; "
-        f"EmotionClassifier({str(model)!r}, device={device!r}, precision={precision!r}); "
+        f"EmotionClassifier({str(model)!r}, device={device!r}, precision={precision!r}{extra}); "
         "print(time.perf_counter() - t)"
     )
     return float(measure([sys.executable, "-c", code], env)["stdout"].strip().splitlines()[-1])
 
 
-def agreement(baseline_out: Path, emodraw_out: Path) -> dict[str, float]:
-    """Share of rows with the same top label, and the largest probability difference."""
+def agreement(baseline_out: Path, other_out: Path) -> dict[str, float]:
+    """Share of rows with the same top label, and the largest probability difference.
+
+    `other_out` is an emodraw output folder (its labels/*.parquet) or one Parquet file.
+    """
     import numpy as np
     import pyarrow.parquet as pq
 
     base = pq.read_table(baseline_out)
-    ours = pq.read_table(sorted((emodraw_out / "labels").glob("*.parquet")))
+    ours = pq.read_table(sorted((other_out / "labels").glob("*.parquet")) if other_out.is_dir() else other_out)
     base, ours = base.sort_by("id"), ours.sort_by("id")
     probs = [c for c in base.column_names if c.startswith("prob_")]
     diff = max(float(np.max(np.abs(base[c].to_numpy() - ours[c].to_numpy()))) for c in probs)
@@ -332,9 +369,9 @@ def table(results: dict[str, Any]) -> str:
         "| labels = baseline | max \\|Δp\\| | first result s | model load s | peak RSS MiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in [base, *results["emodraw"]]:
+    for r in [base, *results["emodraw"], *results.get("onnx", [])]:
         e2e, lab = r["rows"] / r["wall_s"], r["rows"] / r["label_s"]
-        tool = "transformers.pipeline, batch 32" if r is base else "emodraw-batch run"
+        tool = "transformers.pipeline, batch 32" if r is base else r.get("tool", "emodraw-batch run")
         agree = "-" if r is base else f"{r['agreement']:.2%}"
         diff = "-" if r is base else f"{r['max_abs_dprob']:.1e}"
         lines.append(
@@ -349,7 +386,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000, help="Rows in the corpus (default: 2000).")
     parser.add_argument("--size", choices=("tiny", "small", "base"), default="base", help="ALBERT size built (default: base).")
     parser.add_argument("--model", type=Path, help="Use this checkpoint folder instead of building one (e.g. a fine-tuned model).")
-    parser.add_argument("--precision", default=None, help="emodraw precisions, comma-separated (default: fp32,int8 on CPU [+bf16 if the CPU has it]; bf16 on CUDA).")
+    parser.add_argument("--precision", default=None, help="emodraw precisions, comma-separated, each PRECISION or PRECISION:RUNTIME (e.g. fp32:torch,fp32:onnx,fast) (default: fp32,int8 on CPU [+bf16 if the CPU has it]; bf16 on CUDA).")
+    parser.add_argument("--onnx", default=None, help="Peer rows of bench/onnx_baseline.py (ONNX Runtime): fp32,int8 (default on CPU when onnxruntime is installed; '' skips).")
+    parser.add_argument("--repeat", type=int, default=1, help="Runs of every contender, alternated (baseline, emodraw..., onnx...); medians are reported (default: 1).")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N, for both tools (default: cpu).")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for both tools (default: all cores).")
     parser.add_argument("--corpus", choices=("auto", "shared", "synthetic"), default="auto", help="Sentence source (default: shared data if present).")
@@ -390,20 +429,60 @@ def main() -> None:
     print(f"corpus: {args.rows:,} rows from {source}, mean {sum(lengths) / len(lengths):.1f} tokens, longest {max(lengths)}")
     print(f"model: {model}  device: {args.device}  threads: {args.threads}  load average: {load_before}", flush=True)
 
+    import importlib.util
+
+    onnx = args.onnx if args.onnx is not None else ("" if cuda or not importlib.util.find_spec("onnxruntime") else "fp32,int8")
+    onnx_kinds = [k for k in onnx.split(",") if k]
+    cache = work / f"onnx-{model.name}"
+    for kind in onnx_kinds:  # the one-off export (and quantization), outside every timed run
+        run_onnx(one_row, work / "out-onnx-warm.parquet", model, kind == "int8", args.threads, cache, env)
+    if not cuda:  # emodraw's own one-off ONNX export of the checkpoint (cached), outside the timed runs alike
+        for precision in precisions:
+            run_emodraw(one_row, work / f"out-emodraw-warm-{precision}", model, args.device, precision, env)
+
+    # Every contender runs once per round, in the same order, so a change in load hits all of them.
     started = time.perf_counter()
-    base = run_baseline(corpus, work / "out-baseline.parquet", model, args.device, args.threads, env)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for _round in range(args.repeat):
+        runs.setdefault("baseline", []).append(
+            run_baseline(corpus, work / "out-baseline.parquet", model, args.device, args.threads, env))
+        for precision in precisions:
+            runs.setdefault(precision, []).append(
+                run_emodraw(corpus, work / f"out-emodraw-{precision}", model, args.device, precision, env))
+        for kind in onnx_kinds:
+            runs.setdefault(f"onnx-{kind}", []).append(
+                run_onnx(corpus, work / f"out-onnx-{kind}.parquet", model, kind == "int8", args.threads, cache, env))
+
+    def median_of(key: str) -> dict[str, Any]:
+        done = runs[key]
+        merged = dict(done[0])
+        for field in ("wall_s", "label_s", "peak_rss_mib"):
+            merged[field] = statistics.median(r[field] for r in done)
+        merged["walls_s"] = [round(r["wall_s"], 2) for r in done]
+        return merged
+
+    base = median_of("baseline")
     base["first_result_s"] = run_baseline(one_row, work / "out-baseline-1.parquet", model, args.device, args.threads, env)["wall_s"]
     base["model_load_s"] = base["startup_s"]
     base["precision"] = "fp32"
     print(f"  baseline: {base['rows'] / base['wall_s']:.1f} rows/s end to end", flush=True)
     ours = []
     for precision in precisions:
-        r = run_emodraw(corpus, work / f"out-emodraw-{precision}", model, args.device, precision, env)
+        r = median_of(precision)
         r["first_result_s"] = run_emodraw(one_row, work / f"out-emodraw-{precision}-1", model, args.device, precision, env)["wall_s"]
-        r["model_load_s"] = model_load_s(model, args.device, r["precision"], env)
+        r["model_load_s"] = model_load_s(model, args.device, precision, env)
         r.update(agreement(work / "out-baseline.parquet", work / f"out-emodraw-{precision}"))
         ours.append(r)
         print(f"  emodraw {r['precision']}: {r['rows'] / r['wall_s']:.1f} rows/s end to end", flush=True)
+    peers = []
+    for kind in onnx_kinds:
+        r = median_of(f"onnx-{kind}")
+        r["tool"] = "ONNX Runtime script (bench/onnx_baseline.py)"
+        r["first_result_s"] = run_onnx(one_row, work / f"out-onnx-{kind}-1.parquet", model, kind == "int8", args.threads, cache, env)["wall_s"]
+        r["model_load_s"] = r["startup_s"]
+        r.update(agreement(work / "out-baseline.parquet", work / f"out-onnx-{kind}.parquet"))
+        peers.append(r)
+        print(f"  onnx {kind}: {r['rows'] / r['wall_s']:.1f} rows/s end to end", flush=True)
     benchmark_s = time.perf_counter() - started
     memory = memory_part(args, work, pool, source, env) if args.memory_rows else []
 
@@ -416,6 +495,8 @@ def main() -> None:
         "benchmark_s": benchmark_s,
         "baseline": {k: v for k, v in base.items() if k != "stdout"},
         "emodraw": [{k: v for k, v in r.items() if k != "stdout"} for r in ours],
+        "onnx": [{k: v for k, v in r.items() if k != "stdout"} for r in peers],
+        "repeat": args.repeat,
         "memory": memory,
     }
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")

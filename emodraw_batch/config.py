@@ -46,6 +46,9 @@ class RunConfig(BaseModel):
     id_column: str | None = None
     device: str = "auto"
     precision: Precision = "auto"
+    # The forward pass: auto = ONNX Runtime for fp32 on the CPU when installed, else torch. Not in
+    # the fingerprint: both give the same labels (probabilities within ~1e-6), so a job may resume on either.
+    runtime: Literal["auto", "torch", "onnx"] = "auto"
     max_length: int = Field(128, ge=8)
     # Token budget of one forward pass: rows x longest row <= batch_tokens.
     # None sizes it from the device (see model.default_batch_tokens).

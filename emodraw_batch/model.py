@@ -10,6 +10,7 @@ import itertools
 import re
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,23 @@ def input_limits(tokenizer: Any, config: Any, max_length: int) -> tuple[int, int
     return min(max_length, limit), pad_id
 
 
+def no_gpu_here() -> bool:
+    """True when this Linux machine surely has no GPU torch could use: no NVIDIA, ROCm or WSL GPU device node.
+
+    Lets device `auto` resolve to the CPU without importing torch (~3 s of start-up on 2 cores).
+    Anywhere else (other systems, or a device node present) torch is asked.
+    """
+    import glob
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    return not (glob.glob("/dev/nvidia[0-9]*") or Path("/dev/kfd").exists() or Path("/dev/dxg").exists())
+
+
 def resolve_device(device: str) -> str:
+    if device == "auto" and no_gpu_here():
+        return "cpu"
     import torch
 
     if device == "auto":
@@ -339,6 +356,28 @@ def quantize_int8(model: Any) -> Any:
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
+def fuse_gelu(model: Any) -> int:
+    """Swap transformers' Python tanh-GELU (`gelu_new`: seven elementwise ops) for torch's fused one.
+
+    The same formula, 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), in one kernel instead of
+    seven passes over the largest activation (rows x tokens x intermediate): results differ by
+    fp32 rounding only (bench/CPU.md: 1.04-1.28x on the CPU forward). Returns how many modules were swapped.
+    """
+    import torch
+
+    try:
+        from transformers.activations import NewGELUActivation
+    except ImportError:  # pragma: no cover - a transformers without it
+        return 0
+    swapped = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is NewGELUActivation:
+                setattr(module, name, torch.nn.GELU(approximate="tanh"))
+                swapped += 1
+    return swapped
+
+
 def _check_local_weights(folder: Path, allow_pickle: bool) -> None:
     if any(folder.glob("*.safetensors")):
         return
@@ -447,6 +486,7 @@ class EmotionClassifier:
         max_length: int = 128,
         batch_tokens: int | None = None,
         allow_pickle: bool = False,
+        runtime: str = "torch",
         half_weights: bool | None = None,
         staging: bool | None = None,
         prepare_in_encode: bool | None = None,
@@ -454,9 +494,11 @@ class EmotionClassifier:
         attn_implementation: str | None = None,
         compile: bool | str | None = None,  # noqa: A002 - the name torch uses
     ) -> None:
-        """The keywords from `half_weights` on are the GPU fast paths (see FAST_PATH_DEFAULTS);
-        None takes the module default. Each gives the exact path's labels (tests/test_gpu_paths.py)."""
-        import torch
+        """`runtime` runs the forward pass: torch, onnx (ONNX Runtime: CPU, fp32; onnx_forward.py) or
+        auto (onnx where it can run and is installed, else torch). The keywords from `half_weights`
+        on are the GPU fast paths (see FAST_PATH_DEFAULTS); None takes the module default. Each
+        gives the exact path's labels (tests/test_gpu_paths.py, tests/test_forward_runtimes.py)."""
+        from . import onnx_forward
 
         given = dict(
             half_weights=half_weights,
@@ -471,26 +513,63 @@ class EmotionClassifier:
         self.name = model
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
+        # Refused here, before the slow load, when it cannot run on this device and precision.
+        self.runtime = onnx_forward.resolve_runtime(runtime, self.device, self.precision)
+        self._cuda = self.device.startswith("cuda")
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self._autocast: Any = None
+        self._staging: _Staging | None = None
+        self._onnx: onnx_forward.OnnxForward | None = None
+        self._ahead: tuple[list[list[int]], list[Any]] | None = None  # see head_start
+        # A local checkpoint exported by an earlier run loads without torch or transformers (start-up).
+        cached = onnx_forward.load_cached(model) if self.runtime == "onnx" else None
+        if cached is not None:
+            _check_local_weights(Path(model).expanduser(), allow_pickle)  # the refusal of the full load
+            self._onnx, meta = cached
+            self.labels, self._pad_id = list(meta["labels"]), int(meta["pad_id"])
+            self.max_length = min(max_length, int(meta["max_positions"]))
+            self.revision = revision or meta["revision"]
+            self._rust = self._onnx.tokenizer(self.max_length)
+        else:
+            self._load_torch(model, revision, max_length, allow_pickle)
+        self.columns = [column_name(label) for label in self.labels]
+        if len(set(self.columns)) != len(self.columns):
+            raise ModelError(f"Checkpoint {model!r} has labels that clash as column names: {self.labels}.")
+        config = self.model.config if self.model is not None else None
+        self.batch_tokens = batch_tokens or default_batch_tokens(self.device, config, self.max_length, self.precision)
+
+    def _load_torch(self, model: str, revision: str | None, max_length: int, allow_pickle: bool) -> None:
+        """Load with transformers; for the onnx runtime, export it once and keep only the export."""
+        import torch
+
+        from . import onnx_forward
+
         self.tokenizer, self.model = load_checkpoint(model, revision, allow_pickle)
         if self.fast["attn_implementation"]:
             self._set_attention(self.fast["attn_implementation"])
         self.model.to(self.device).eval()
-        if self.precision == "int8":
-            self.model = quantize_int8(self.model)
         config = self.model.config
         self.labels = [str(config.id2label[i]) for i in range(config.num_labels)]
-        self.columns = [column_name(label) for label in self.labels]
-        if len(set(self.columns)) != len(self.columns):
-            raise ModelError(f"Checkpoint {model!r} has labels that clash as column names: {self.labels}.")
         self.max_length, self._pad_id = input_limits(self.tokenizer, config, max_length)
-        self.batch_tokens = batch_tokens or default_batch_tokens(self.device, config, self.max_length, self.precision)
         self.revision = revision or getattr(config, "_commit_hash", None)
+        self._rust = self._rust_tokenizer()
+        if self.runtime == "onnx":  # the checkpoint's own modules are traced; later runs load the export
+            meta = {"labels": self.labels, "pad_id": self._pad_id, "revision": self.revision,
+                    "max_positions": int(getattr(config, "max_position_embeddings", max_length) or max_length),
+                    "truncation_side": getattr(self.tokenizer, "truncation_side", "right")}
+            self._onnx = onnx_forward.OnnxForward.export_and_load(
+                self.model, model, self.tokenizer.backend_tokenizer.to_str(), meta
+            )
+            self.model = None  # the same path whether the export was cached or made now
+            return
+        fuse_gelu(self.model)
+        if self.precision == "int8":
+            self.model = quantize_int8(self.model)
         self._autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         if self._autocast is not None and self.fast["half_weights"]:
             self.model.to(self._autocast)  # weights in bf16/fp16; _run upcasts the logits for the softmax
             self._autocast = None
-        self._cuda = self.device.startswith("cuda")
-        self._rust = self._rust_tokenizer()
         self._staging = _Staging(self.device) if self.fast["staging"] else None
         self._model_call = self._compiled(self.fast["compile"]) if self.fast["compile"] else self.model
 
@@ -581,38 +660,69 @@ class EmotionClassifier:
 
         Batches are padded with array operations only (no loop over rows). On CUDA the
         per-batch results stay on the device and come back in one copy per call, so the host
-        queues batch k+1 while the GPU still runs batch k.
+        queues batch k+1 while the GPU still runs batch k. Batches that `head_start` already
+        ran for these very ids are taken from it, not run again.
         """
-        import torch
-
-        n = len(ids)
-        probs = np.empty((n, len(self.labels)), dtype=np.float32)
-        if n == 0:
+        probs = np.empty((len(ids), len(self.labels)), dtype=np.float32)
+        if not ids:
             return probs
-        fast = self.fast["prepare_in_encode"] or self.fast["pad_multiple"] > 1 or self._staging is not None
-        if not fast:
+        ahead = self._take_ahead(ids)
+        order, outputs = [], []
+        for k, (batch, input_ids, mask_or_lengths) in enumerate(self._batches(ids)):
+            order.append(batch)
+            outputs.append(ahead[k] if k < len(ahead) else self._run_batch(input_ids, mask_or_lengths))
+        probs[np.concatenate(order)] = self._gather(outputs)
+        return probs
+
+    def head_start(self, ids: list[list[int]], stop: Callable[[], bool]) -> int:
+        """Run the batches `forward(ids)` would run, in its order, until `stop()` says so; returns how many ran.
+
+        For the time before an orchestrator is ready to call `forward`: the next `forward` of
+        the same ids (compared by content) takes these outputs instead of computing them again,
+        so its result is exactly what it would have been. Only the latest head start is kept.
+        """
+        outputs: list[Any] = []
+        for _batch, input_ids, mask_or_lengths in self._batches(ids):
+            if stop():
+                break
+            outputs.append(self._run_batch(input_ids, mask_or_lengths))
+        self._ahead = (ids, outputs) if outputs else None
+        return len(outputs)
+
+    def _take_ahead(self, ids: list[list[int]]) -> list[Any]:
+        ahead, self._ahead = self._ahead, None
+        return ahead[1] if ahead is not None and ahead[0] == ids else []
+
+    def _batches(self, ids: list[list[int]]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Each batch in run order: its row indices, padded ids, and the mask (or, when staging, the lengths)."""
+        n = len(ids)
+        if not (self.fast["prepare_in_encode"] or self.fast["pad_multiple"] > 1 or self._staging is not None):
             lengths = np.fromiter(map(len, ids), dtype=np.int64, count=n)
             flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
             starts = np.cumsum(lengths) - lengths
-            order, outputs = [], []
             for batch in pack(lengths, self.batch_tokens):
                 input_ids, mask = pad_batch(flat, starts[batch], lengths[batch], self._pad_id)
-                order.append(batch)
-                outputs.append(self._run(input_ids, mask))
-            probs[np.concatenate(order)] = torch.cat(outputs).cpu().numpy()
-            return probs
+                yield batch, input_ids, mask
+            return
         ready = getattr(ids, "batches", None) if getattr(ids, "key", None) == self._batch_key() else None
-        batches = ready if ready is not None else self._prepare(ids)
-        order, outputs = [], []
-        for batch, input_ids, lengths in batches:
-            order.append(batch)
+        for batch, input_ids, lengths in ready if ready is not None else self._prepare(ids):
             if self._staging is not None:
-                outputs.append(self._run_staged(input_ids, lengths))
+                yield batch, input_ids, lengths
             else:
-                mask = (np.arange(input_ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
-                outputs.append(self._run(input_ids, mask))
-        probs[np.concatenate(order)] = torch.cat(outputs).cpu().numpy()
-        return probs
+                yield batch, input_ids, (np.arange(input_ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+
+    def _run_batch(self, input_ids: np.ndarray, mask_or_lengths: np.ndarray) -> Any:
+        if self._staging is not None:
+            return self._run_staged(input_ids, mask_or_lengths)
+        return self._run(input_ids, mask_or_lengths)
+
+    def _gather(self, outputs: list[Any]) -> np.ndarray:
+        """The batches' probabilities as one host array: numpy from ONNX Runtime, one device copy from torch."""
+        if self._onnx is not None:
+            return np.concatenate(outputs)  # (and torch need not be imported at all)
+        import torch
+
+        return torch.cat(outputs).cpu().numpy()
 
     def _run_staged(self, input_ids: np.ndarray, lengths: np.ndarray) -> Any:
         """One batch through the reused host buffers; the mask is made on the device from the lengths."""
@@ -634,7 +744,9 @@ class EmotionClassifier:
         return tensor.pin_memory().to(self.device, non_blocking=True)
 
     def _run(self, input_ids: np.ndarray, mask: np.ndarray) -> Any:
-        """One batch -> fp32 probabilities as a tensor on the model's device (no host sync here)."""
+        """One batch -> fp32 probabilities: a tensor on the model's device (no host sync here), or numpy from ONNX Runtime."""
+        if self._onnx is not None:
+            return self._onnx(input_ids, mask)
         import torch
 
         with torch.inference_mode():
@@ -665,6 +777,7 @@ class EmotionClassifier:
             "labels": self.labels,
             "device": self.device,
             "precision": self.precision,
+            "runtime": self.runtime,
             "max_length": self.max_length,
             "batch_tokens": self.batch_tokens,
             # Only fast paths that are on, so the exact path's record is unchanged.
@@ -676,6 +789,8 @@ class EmotionClassifier:
         exact = {"half_weights": False, "staging": False, "prepare_in_encode": False, "pad_multiple": 1,
                  "attn_implementation": None, "compile": False}
         on = {k: v for k, v in self.fast.items() if v != exact[k]}
+        if self.runtime == "onnx":  # the torch-only paths do not run there
+            on = {k: v for k, v in on.items() if k in ("prepare_in_encode", "pad_multiple")}
         if on.get("half_weights") and self.precision not in ("bf16", "fp16"):
             on.pop("half_weights")  # nothing to cast at fp32 / int8
         return on

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +35,42 @@ class Job:
     shards: list[Shard]
     record: dict[str, Any]  # what resume compares (resume.job_record)
     overwrite: bool = False
+    advice: str | None = None  # why the chosen precision is slow on this machine, and what to use instead
 
     @property
     def rows(self) -> int:
         return sum(s.rows for s in self.shards)
 
+    @cached_property
     def finished_rows(self) -> int:
-        """Rows whose shard an earlier run of this job already wrote completely (read-only)."""
+        """Rows whose shard an earlier run of this job had written completely when first asked (read-only).
+
+        Asked twice before the run starts (the progress bar, the flow's decision to load the model
+        early): the shard footers are read once.
+        """
         if self.overwrite:
             return 0
         return sum(s.rows for s in self.shards if resume.complete(self.out, s))
+
+
+def check_model(config: RunConfig) -> str | None:
+    """Refuse a device, precision or runtime that cannot run here; return advice against a slow precision.
+
+    Cheap, before any model loads: device auto resolves without torch on a Linux machine with no
+    GPU device node. The advice (e.g. bf16 on a CPU without bf16 units) is returned, not warned,
+    so that the caller says it once.
+    """
+    import warnings
+
+    from . import onnx_forward
+    from .model import PrecisionWarning, half_precision_advice, resolve_device, resolve_precision
+
+    device = resolve_device(config.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionWarning)
+        precision = resolve_precision(config.precision, device)
+    onnx_forward.check(config.runtime, device, precision)
+    return half_precision_advice(precision, device)
 
 
 def _check_output_dir(out: Layout, inputs: Inputs) -> None:
@@ -94,6 +121,7 @@ def _check_columns(inputs: Inputs) -> None:
 
 def validate(specs: Sequence[str], out_dir: str | Path | Layout, config: RunConfig, overwrite: bool = False) -> Job:
     """Every check a run makes before it starts (before any model loads); writes nothing."""
+    advice = check_model(config)
     inputs = scan(
         specs,
         config.text_column,
@@ -109,4 +137,4 @@ def validate(specs: Sequence[str], out_dir: str | Path | Layout, config: RunConf
     record = resume.job_record(inputs, config, shards)
     resume.check(out, record, overwrite)
     lock.check(out)
-    return Job(tuple(specs), inputs, out, config, shards, record, overwrite)
+    return Job(tuple(specs), inputs, out, config, shards, record, overwrite, advice)

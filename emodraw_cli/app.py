@@ -64,6 +64,7 @@ def run(
     id_column: Optional[str] = typer.Option(None, help="Optional id column (checked for duplicates)."),
     device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda | cuda:N (default: {run_default('device')})."),
     precision: Optional[str] = typer.Option(None, help=f"auto | fast | fp32 | bf16 | fp16 | int8 (default: {run_default('precision')} = fp32 on CPU, bf16 on CUDA; fast = the fastest with >= 99% of fp32's labels: bf16 where native, else int8, else fp32; int8 = dynamic int8 quantization, CPU only)."),
+    runtime: Optional[str] = typer.Option(None, help=f"auto | torch | onnx: what runs the forward pass (default: {run_default('runtime')} = ONNX Runtime for fp32 on the CPU, else torch)."),
     max_length: Optional[int] = typer.Option(None, help=f"Max tokens per text; longer texts are truncated and flagged (default: {run_default('max_length')})."),
     batch_tokens: Optional[int] = typer.Option(None, help="Token budget of one forward pass (rows x longest row) (default: by device)."),
     window_rows: Optional[int] = typer.Option(None, help=f"Rows sorted by length together; bounds memory (default: {run_default('window_rows')})."),
@@ -86,6 +87,9 @@ def run(
     retries: Optional[int] = typer.Option(None, help=f"Retries of a failing shard task before the run fails (default: {engine_default('retries')})."),
 ) -> None:
     """Label every text in INPUTS and write labelled Parquet, a manifest and statistics."""
+    from flows import api
+
+    api.prestart()  # Prefect's temporary server starts on the other core while this process checks and loads
     from emodraw_batch.validate import validate
     from flows.settings import load_settings  # the run's settings and the engine's, from one TOML file
 
@@ -97,6 +101,7 @@ def run(
         id_column=id_column,
         device=device,
         precision=precision,
+        runtime=runtime,
         max_length=max_length,
         batch_tokens=batch_tokens,
         window_rows=window_rows,
@@ -118,10 +123,17 @@ def run(
         if is_uri(output):  # fail now, not after the labelling
             raise ConfigError(f"--report draws charts to a local folder, and the output {output!r} is not one. Pass --charts DIR too.")
     job = validate(inputs, output, cfg, overwrite)  # every check, before Prefect starts; writes nothing
+    if job.advice:
+        import warnings
+
+        from emodraw_batch.model import PrecisionWarning
+
+        err.print(f"[yellow]warning:[/] {job.advice}", highlight=False, soft_wrap=True)
+        warnings.filterwarnings("ignore", category=PrecisionWarning)  # said once, not again at the model load
     from flows.label import run as run_flow  # imports Prefect
 
     with RowProgress(progress and not as_json and sys.stderr.isatty()) as bar:
-        bar.start(job.rows, job.finished_rows())
+        bar.start(job.rows, job.finished_rows)
         summary = run_flow(job, engine_cfg, on_rows=bar.update)
     print_summary(summary, as_json)
     if report:
@@ -353,7 +365,31 @@ def distill(
 
 
 def main() -> None:  # console-script entry point
-    app()
+    """Run the command, then exit without tearing the interpreter down.
+
+    After the command the exit handlers run as usual (Prefect flushes its logs and events and
+    stops its temporary server; non-daemon threads are joined first), then the process ends
+    with os._exit: the ~1.8 s Python spends freeing torch, Prefect and thousands of modules
+    buys nothing once every output is written and closed (bench/CPU.md).
+    """
+    import atexit
+    import os
+    import threading
+
+    try:
+        app()
+        code: Any = 0
+    except SystemExit as exc:
+        code = exc.code
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if isinstance(code, str):  # sys.exit("message") prints the message, as a normal exit would
+        print(code, file=sys.stderr, flush=True)
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 if __name__ == "__main__":

@@ -218,6 +218,13 @@ def start_api() -> str:
     """
     if PREFECT_API_URL.value():
         return str(PREFECT_API_URL.value())
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    from . import api
+
+    prestarted = api.url(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    if prestarted:  # launched by the CLI before its own imports (flows/api.py)
+        return prestarted
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()  # Prefect's own per-process instance, stopped at exit
@@ -233,8 +240,9 @@ def run(job: Job, engine: EngineConfig, on_rows: OnRows | None = None) -> dict[s
 
     with ThreadPoolExecutor(1) as pool:
         api = pool.submit(start_api)  # mostly waiting for the server process: runs beside the model load
-        if engine.engine == "local" and job.rows > job.finished_rows():
+        if engine.engine == "local" and job.rows > job.finished_rows:
             runner.classifier_for(job.config)  # the shard tasks of this process reuse it
+            runner.head_start(job, stop=api.done)  # and the first shard's model work starts before Prefect is up
         url = api.result()
     with temporary_settings({PREFECT_API_URL: url}), reporting(on_rows):
         return label_corpus(list(job.specs), job.out.uri, as_parameters(job.config, engine), job.overwrite)

@@ -19,6 +19,8 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 # on a 2-core machine, and oversubscribed OpenMP threads spin and crawl.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
+# ONNX exports of the test checkpoints go to a fresh cache, never the user's ~/.cache/emodraw-batch.
+os.environ["EMODRAW_CACHE"] = tempfile.mkdtemp(prefix="emodraw-cache-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"

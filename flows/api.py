@@ -1,0 +1,102 @@
+"""Start Prefect's temporary API server early, without importing Prefect in this process.
+
+`emodraw-batch run` needs a Prefect API. When none is configured, Prefect starts a temporary
+server in a subprocess (`SubprocessASGIServer`), but only when the first flow starts, after
+this process has imported torch, transformers and Prefect and loaded the model, and it first
+imports the whole server stack (FastAPI, SQLAlchemy, every route: 3.4 s alone on a 2-core machine)
+into this process just to launch that subprocess. `prestart()` launches the very same command
+(`python -m uvicorn prefect.server.api.server:create_app`, the environment Prefect gives it)
+as the first thing the CLI does, so the server's start (~3.5 s alone) runs on the other core while
+this process validates the inputs, imports and loads the model; `url()` then waits for it.
+This module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+_server: subprocess.Popen | None = None
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP proxy
+_port: int | None = None
+
+
+def _api_url_configured() -> bool:
+    """PREFECT_API_URL set in the environment or (conservatively: anywhere) in the Prefect profiles file."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+    profiles = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
+    try:
+        return "PREFECT_API_URL" in profiles.read_text()
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def prestart() -> None:
+    """Launch the temporary server now, unless an API is configured; returns at once."""
+    global _server, _port
+
+    if _server is not None or _api_url_configured():
+        return
+    import importlib.util
+
+    spec = importlib.util.find_spec("prefect")
+    if spec is None or not spec.origin:
+        return
+    _port = _free_port()
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    _server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).parent.parent), "--factory",
+         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(_port),
+         "--log-level", "error", "--lifespan", "on"],
+        env=env,
+    )
+    atexit.register(stop)
+
+
+def url(timeout: float) -> str | None:
+    """The pre-started server's API URL once it answers /health; None if none was started or it failed."""
+    global _server
+    if _server is None:
+        return None
+    api = f"http://127.0.0.1:{_port}/api"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _server.poll() is not None:  # exited (e.g. the port was taken): let Prefect start its own
+            _server = None
+            return None
+        try:
+            with _direct.open(f"{api}/health", timeout=2) as response:
+                if response.status == 200:
+                    return api
+        except OSError:
+            pass
+        time.sleep(0.05)
+    stop()
+    return None
+
+
+def stop() -> None:
+    global _server
+    if _server is None:
+        return
+    _server.terminate()
+    try:
+        _server.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        _server.kill()
+        _server.wait()
+    _server = None
