@@ -40,6 +40,9 @@ OnRows = Callable[[int], None]
 # The caller's progress callback. It never travels as a flow or task parameter (it is not
 # data); the local engine's task thread inherits it, Dask shards report when they finish.
 _on_rows: ContextVar[OnRows | None] = ContextVar("emodraw_on_rows", default=None)
+# The job the caller (the CLI) already validated: the flow run it starts reuses it instead of
+# reading every input footer again. Compared with the flow's own parameters before use.
+_job: ContextVar[Job | None] = ContextVar("emodraw_job", default=None)
 
 
 class ShardFailed(EmodrawError):
@@ -190,7 +193,8 @@ def label_corpus(
     started = time.perf_counter()
     cfg, engine = load_settings(config_file, **(config or {}))
     day = run_day(timezone)
-    job = validate([fill_dates(p, day) for p in inputs], fill_dates(output, day), cfg, overwrite)
+    specs, out = [fill_dates(p, day) for p in inputs], fill_dates(output, day)
+    job = _validated(specs, out, cfg, overwrite) or validate(specs, out, cfg, overwrite)
     with lock.held(job.out):  # one writer per output folder, from planning to the manifest
         planned = plan_shards(job)
         done = label_all(planned, engine)
@@ -200,14 +204,22 @@ def label_corpus(
     return {**summary.to_dict(), "workers": _workers(done)}
 
 
+def _validated(specs: list[str], output: str, config: RunConfig, overwrite: bool) -> Job | None:
+    """The job `run` validated for this very flow run, if this is it; a scheduled run validates here."""
+    job = _job.get()
+    same = job is not None and list(job.specs) == specs and job.out.uri == output
+    return job if same and job.config == config and job.overwrite == overwrite else None
+
+
 @contextmanager
-def reporting(on_rows: OnRows | None) -> Iterator[None]:
-    """Send the flow's progress (rows labelled) to `on_rows` while it runs in this process."""
-    token = _on_rows.set(on_rows)
+def reporting(on_rows: OnRows | None, job: Job | None = None) -> Iterator[None]:
+    """Send the flow's progress (rows labelled) to `on_rows` and hand it the validated `job`, in this process."""
+    tokens = _on_rows.set(on_rows), _job.set(job)
     try:
         yield
     finally:
-        _on_rows.reset(token)
+        _on_rows.reset(tokens[0])
+        _job.reset(tokens[1])
 
 
 def start_api() -> str:
@@ -244,5 +256,5 @@ def run(job: Job, engine: EngineConfig, on_rows: OnRows | None = None) -> dict[s
             runner.classifier_for(job.config)  # the shard tasks of this process reuse it
             runner.head_start(job, stop=api.done)  # and the first shard's model work starts before Prefect is up
         url = api.result()
-    with temporary_settings({PREFECT_API_URL: url}), reporting(on_rows):
+    with temporary_settings({PREFECT_API_URL: url}), reporting(on_rows, job):
         return label_corpus(list(job.specs), job.out.uri, as_parameters(job.config, engine), job.overwrite)

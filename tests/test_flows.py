@@ -175,6 +175,26 @@ def test_cli_run_is_a_flow_run_in_prefect_history(prefect_api, corpus, tiny_mode
     assert any(n.startswith("plan-shards") for n in names) and any(n.startswith("finish") for n in names)
 
 
+def test_the_flow_reuses_the_job_the_cli_validated(prefect_api, corpus, tiny_model, reference, tmp_path, monkeypatch):
+    """The CLI validates (every input footer read) and hands the Job to its flow run, which does not read
+    them again; a flow run started without it (a schedule, a direct call) validates itself."""
+    import flows.label
+    from emodraw_batch.model import clear_cache
+
+    calls = []
+    validate = flows.label.validate
+    monkeypatch.setattr(flows.label, "validate", lambda *a, **k: calls.append(a) or validate(*a, **k))
+    clear_cache()
+    summary = invoke(str(corpus), "--output", str(tmp_path / "cli"), "--model", tiny_model, "--shard-rows", "60",
+                     "--device", "cpu")
+    assert summary["rows"] == 300 and calls == []
+    assert_same_labels(labels(tmp_path / "cli"), reference)
+    config = {"model": tiny_model, "shard_rows": 60, "device": "cpu"}
+    direct = flows.label.label_corpus([str(corpus)], str(tmp_path / "direct"), config)
+    assert direct["rows"] == 300 and len(calls) == 1
+    assert_same_labels(labels(tmp_path / "direct"), reference)
+
+
 def test_two_dask_workers_give_the_same_output_and_load_the_model_once_each(
     prefect_api, corpus, tiny_model, reference, tmp_path, monkeypatch, capfd
 ):
