@@ -324,7 +324,7 @@ def agreement(baseline_out: Path, other_out: Path) -> dict[str, float]:
 def machine(device: str, threads: int) -> dict[str, Any]:
     import torch
 
-    from emodraw_batch.model import cpu_has_bf16
+    from emodraw_batch.device import cpu_has_bf16
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -403,7 +403,7 @@ def main() -> None:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from emodraw_batch.model import cpu_has_bf16
+    from emodraw_batch.device import cpu_has_bf16
 
     hf_logging.set_verbosity_error()
     cuda = args.device.startswith("cuda")

@@ -9,7 +9,7 @@ rounds of its summed forward seconds, the ratio to the first variant and the lab
 with torch fp32. No Parquet, no Prefect: this isolates the runtime and its settings.
 
 Variants: torch-fp32, torch-int8, torch-bf16 (emodraw's EmotionClassifier at that precision;
-torchgelu-* the same with model.fuse_gelu applied),
+torchgelu-* the same with loading.fuse_gelu applied),
 ort-fp32, ort-int8 (bench/onnx_baseline.py's export). A suffix @N sets the token budget
 (e.g. torch-fp32@2048); the default is emodraw's CPU budget.
 """
@@ -42,7 +42,8 @@ def main() -> None:
     import torch
 
     from emodraw_batch.batching import pack
-    from emodraw_batch.model import CPU_BATCH_TOKENS, EmotionClassifier, pad_batch
+    from emodraw_batch.device import CPU_BATCH_TOKENS
+    from emodraw_batch.model import EmotionClassifier, pad_batch
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,10 +55,10 @@ def main() -> None:
         name, _, budget = v.partition("@")
         budget = int(budget) if budget else CPU_BATCH_TOKENS
         runtime, precision = name.split("-")
-        if runtime in ("torch", "torchgelu"):  # torchgelu: with model.fuse_gelu applied
+        if runtime in ("torch", "torchgelu"):  # torchgelu: with loading.fuse_gelu applied
             clf = EmotionClassifier(str(args.model), device="cpu", precision=precision, batch_tokens=budget)
             if runtime == "torchgelu":
-                from emodraw_batch.model import fuse_gelu
+                from emodraw_batch.loading import fuse_gelu
 
                 fuse_gelu(clf.model)
             runners[v] = (lambda c: lambda i, m: c._run(i, m).numpy())(clf)

@@ -20,7 +20,7 @@ GPU memory sampled with nvidia-smi):
 - label: the labelling path through the package without Prefect (EmotionClassifier +
   runner.plan + runner.label_shard, Parquet in to Parquet out), one process per variant:
   fp32 (on the subset: the reference), bf16 autocast (today's GPU default), and each fast path
-  of model.FAST_PATH_DEFAULTS stacked on top. Agreement and max |dp| against fp32 on the subset.
+  of fast_paths.FAST_PATH_DEFAULTS stacked on top. Agreement and max |dp| against fp32 on the subset.
 - baseline: transformers.pipeline(..., device=cuda, batch_size=64) in fp32 and with
   dtype=torch.bfloat16 over the subset's text column (bench/baseline.py).
 - run: the full `emodraw-batch run` (Prefect) with --engine local and --engine dask (one
@@ -82,7 +82,7 @@ TARGET_X_BF16_PIPELINE = 20.0
 TARGET_TRAINED_AGREEMENT = 0.995
 RSS_FLAT_RATIO = 1.25  # peak RSS on the whole corpus vs a quarter of it
 
-# The label stage's variants: each adds one fast path to the one before (see model.FAST_PATH_DEFAULTS).
+# The label stage's variants: each adds one fast path to the one before (see fast_paths.FAST_PATH_DEFAULTS).
 # "subset": runs on the --subset-rows corpus only (fp32 is the slow reference).
 STAGED = {"half_weights": True, "staging": True, "prepare_in_encode": True}
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -774,6 +774,7 @@ def worker_label(spec: dict[str, Any], t0: float = STARTED) -> dict[str, Any]:
     """
     import torch
 
+    from emodraw_batch import device as D
     from emodraw_batch import model as M
     from emodraw_batch import runner
     from emodraw_batch.config import RunConfig
@@ -790,9 +791,9 @@ def worker_label(spec: dict[str, Any], t0: float = STARTED) -> dict[str, Any]:
         weights = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         config = clf.model.config
-        per_token = M.activation_bytes_per_token(config, clf.max_length, clf.precision)
+        per_token = D.activation_bytes_per_token(config, clf.max_length, clf.precision)
         info.update(free_after_load_mib=free / 2**20, weights_mib=weights / 2**20,
-                    budget_mib=free * M.GPU_MEMORY_FRACTION / 2**20,
+                    budget_mib=free * D.GPU_MEMORY_FRACTION / 2**20,
                     activation_estimate_mib=clf.batch_tokens * per_token / 2**20)
     warmup_s = None
     if fast.get("compile"):

@@ -51,7 +51,7 @@ class RunConfig(BaseModel):
     runtime: Literal["auto", "torch", "onnx"] = "auto"
     max_length: int = Field(128, ge=8)
     # Token budget of one forward pass: rows x longest row <= batch_tokens.
-    # None sizes it from the device (see model.default_batch_tokens).
+    # None sizes it from the device (see device.default_batch_tokens).
     batch_tokens: int | None = Field(None, ge=8)
     # Rows sorted together by length; bounds memory, never changes results.
     window_rows: int = Field(50_000, ge=1)

@@ -196,7 +196,7 @@ def label_with_teacher(cfg: DistillConfig, output: Path, on_rows: Callable[[int]
 
 def student_setup(cfg: DistillConfig, corpus: Corpus, teacher: TeacherLabels, resume_from: Path | None) -> Any:
     """The `fit` Setup: the student model and the corpus with the teacher's soft targets."""
-    from .model import input_limits
+    from .loading import input_limits
     from .train.data import Split, encode
     from .train.run import Setup
     from .train.start import from_base, from_folder, from_scratch
@@ -243,7 +243,7 @@ def train_student(cfg: DistillConfig, output: Path, corpus: Corpus, teacher: Tea
 
 def model_size(folder: str) -> dict[str, int]:
     """Parameters, and bytes on disk of the checkpoint files (weights, config, tokenizer)."""
-    from .model import load_checkpoint
+    from .loading import load_checkpoint
 
     _, model = load_checkpoint(folder)
     files = [p for p in Path(folder).expanduser().iterdir() if p.is_file() and p.name not in NOT_MODEL]

@@ -27,7 +27,7 @@ def fingerprint(config: RunConfig) -> dict[str, Any]:
     Unresolved, a job that crashed on a GPU (auto = bf16) and is rerun on a CPU (auto = fp32)
     would resume as "the same job" and mix two precisions in one output folder.
     """
-    from .model import resolve_device, resolve_precision
+    from .device import resolve_device, resolve_precision
 
     values = config.fingerprint()
     if config.precision in ("auto", "fast"):  # both mean something different on another machine

@@ -63,7 +63,7 @@ def check_model(config: RunConfig) -> str | None:
     import warnings
 
     from . import onnx_forward
-    from .model import PrecisionWarning, half_precision_advice, resolve_device, resolve_precision
+    from .device import PrecisionWarning, half_precision_advice, resolve_device, resolve_precision
 
     device = resolve_device(config.device)
     with warnings.catch_warnings():

@@ -126,7 +126,7 @@ def run(
     if job.advice:
         import warnings
 
-        from emodraw_batch.model import PrecisionWarning
+        from emodraw_batch.device import PrecisionWarning
 
         err.print(f"[yellow]warning:[/] {job.advice}", highlight=False, soft_wrap=True)
         warnings.filterwarnings("ignore", category=PrecisionWarning)  # said once, not again at the model load

@@ -20,18 +20,17 @@ from conftest import make_texts, write_corpus
 from emodraw_batch import runner
 from emodraw_batch.config import RunConfig, load_config
 from emodraw_batch.errors import ConfigError
-from emodraw_batch.model import (
+from emodraw_batch.device import (
     CPU_BATCH_TOKENS,
     MAX_GPU_BATCH_TOKENS,
     MIN_GPU_BATCH_TOKENS,
-    EmotionClassifier,
     activation_bytes_per_token,
     cpu_has_bf16,
     default_batch_tokens,
     gpu_batch_tokens,
-    pad_batch,
     resolve_precision,
 )
+from emodraw_batch.model import EmotionClassifier, pad_batch
 from emodraw_batch.prefetch import SerialWorker, prefetch
 
 # Approximate precisions on a well-conditioned random model (see `smooth_model`):

@@ -96,11 +96,12 @@ def test_auto_runtime_is_onnx_only_for_fp32_on_the_cpu_when_installed(monkeypatc
 
 
 def test_fused_gelu_keeps_the_torch_probabilities(tiny_model):
-    """model.fuse_gelu: torch's one-kernel tanh-GELU for transformers' seven-op one, same formula."""
+    """loading.fuse_gelu: torch's one-kernel tanh-GELU for transformers' seven-op one, same formula."""
     import torch
     from transformers.activations import NewGELUActivation
 
-    from emodraw_batch.model import fuse_gelu, load_checkpoint, pad_batch
+    from emodraw_batch.loading import fuse_gelu, load_checkpoint
+    from emodraw_batch.model import pad_batch
 
     clf = EmotionClassifier(tiny_model, device="cpu", precision="fp32", runtime="torch")
     assert not any(isinstance(m, NewGELUActivation) for m in clf.model.modules())  # swapped at load

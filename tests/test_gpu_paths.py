@@ -1,6 +1,6 @@
 """The GPU fast paths give the exact path's labels, and bench/gpu.py computes and reports right.
 
-No GPU here: every fast path of `model.FAST_PATH_DEFAULTS` runs on the CPU through the same
+No GPU here: every fast path of `fast_paths.FAST_PATH_DEFAULTS` runs on the CPU through the same
 code (the pinned staging ring with ordinary memory, torch.compile with the "eager" backend),
 and is compared with the exact path. Exact paths to 1e-5 (the same arithmetic on other
 shapes); bf16 weights within a stated tolerance on the shipped trained checkpoint. Speed is
@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_texts, write_corpus
+from emodraw_batch import fast_paths as F
 from emodraw_batch import model as M
 from emodraw_batch.errors import ConfigError
 from emodraw_batch.model import EmotionClassifier
@@ -150,7 +151,7 @@ def test_staging_ring_reuses_its_buffers_and_waits_for_a_slots_copy():
         def synchronize(self):
             self.waited += 1
 
-    ring = M._Staging("cpu", slots=3)
+    ring = F.Staging("cpu", slots=3)
     rng = np.random.default_rng(0)
     for k in range(30):
         rows, width = int(rng.integers(1, 9)), int(rng.integers(1, 17))
@@ -197,14 +198,14 @@ def test_half_weights_leave_fp32_exact():
 
 
 def test_fast_path_settings_parse_and_default_off():
-    assert M.parse_fast_paths("half_weights=1, staging=true,pad_multiple=16,attn_implementation=eager,compile=0") == {
+    assert F.parse_fast_paths("half_weights=1, staging=true,pad_multiple=16,attn_implementation=eager,compile=0") == {
         "half_weights": True, "staging": True, "pad_multiple": 16, "attn_implementation": "eager", "compile": False}
-    assert M.parse_fast_paths("compile=reduce-overhead,prepare_in_encode=no") == {
+    assert F.parse_fast_paths("compile=reduce-overhead,prepare_in_encode=no") == {
         "compile": "reduce-overhead", "prepare_in_encode": False}
     with pytest.raises(ConfigError, match="Unknown fast path 'cuda_graphs'"):
-        M.parse_fast_paths("cuda_graphs=1")
+        F.parse_fast_paths("cuda_graphs=1")
     if not os.environ.get("EMODRAW_FAST_PATHS"):
-        assert M.FAST_PATH_DEFAULTS == {"half_weights": False, "staging": False, "prepare_in_encode": False,
+        assert F.FAST_PATH_DEFAULTS == {"half_weights": False, "staging": False, "prepare_in_encode": False,
                                         "pad_multiple": 1, "attn_implementation": None, "compile": False}
 
 

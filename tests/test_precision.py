@@ -14,15 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from emodraw_batch import device as device_mod
 from emodraw_batch import model as model_mod
 from emodraw_batch.config import RunConfig
+from emodraw_batch.device import PrecisionWarning, half_precision_advice, resolve_precision
 from emodraw_batch.errors import ConfigError
-from emodraw_batch.model import (
-    EmotionClassifier,
-    PrecisionWarning,
-    half_precision_advice,
-    resolve_precision,
-)
+from emodraw_batch.model import EmotionClassifier
 
 SHIPPED = str(Path(__file__).resolve().parents[1] / "data" / "albert-mini-emotion")
 BF16_CPU = "flags : fpu sse avx2 avx512f avx512_vnni avx512_bf16"  # this project's AMD EPYC
@@ -36,7 +33,7 @@ def cpu(monkeypatch):
     """Pretend the CPU has the given /proc/cpuinfo flags (for code that reads them itself)."""
 
     def use(cpuinfo: str) -> None:
-        monkeypatch.setattr(model_mod, "cpu_flags", lambda _=None: set(cpuinfo.split()))
+        monkeypatch.setattr(device_mod, "cpu_flags", lambda _=None: set(cpuinfo.split()))
 
     return use
 
@@ -44,9 +41,9 @@ def cpu(monkeypatch):
 def test_fast_is_bf16_where_native_else_int8_else_fp32(monkeypatch):
     assert resolve_precision("fast", "cpu", BF16_CPU) == "bf16"
     assert resolve_precision("fast", "cpu", AMX_CPU) == "bf16"
-    monkeypatch.setattr(model_mod, "cpu_has_int8", lambda: True)
+    monkeypatch.setattr(device_mod, "cpu_has_int8", lambda: True)
     assert resolve_precision("fast", "cpu", AVX2_CPU) == "int8"
-    monkeypatch.setattr(model_mod, "cpu_has_int8", lambda: False)  # no x86 int8 kernels (e.g. not x86)
+    monkeypatch.setattr(device_mod, "cpu_has_int8", lambda: False)  # no x86 int8 kernels (e.g. not x86)
     assert resolve_precision("fast", "cpu", AVX2_CPU) == "fp32"
 
 
@@ -65,7 +62,7 @@ def test_fast_is_a_valid_setting_and_other_rules_hold():
 
 
 def test_bf16_on_a_cpu_without_it_warns_with_the_rule_and_the_fix(monkeypatch):
-    monkeypatch.setattr(model_mod, "cpu_has_int8", lambda: True)
+    monkeypatch.setattr(device_mod, "cpu_has_int8", lambda: True)
     with pytest.warns(PrecisionWarning) as caught:
         assert resolve_precision("bf16", "cpu", AVX2_CPU) == "bf16"  # warned, not refused
     message = str(caught[0].message)
@@ -88,7 +85,7 @@ def test_bf16_where_native_or_on_cuda_is_silent():
 
 def test_classifier_warns_at_load_and_records_the_resolved_precision(cpu, monkeypatch):
     cpu(AVX2_CPU)
-    monkeypatch.setattr(model_mod, "cpu_has_int8", lambda: True)
+    monkeypatch.setattr(device_mod, "cpu_has_int8", lambda: True)
     with pytest.warns(PrecisionWarning, match="slower than fp32"):
         EmotionClassifier(SHIPPED, device="cpu", precision="bf16")
     assert EmotionClassifier(SHIPPED, device="cpu", precision="fast").describe()["precision"] == "int8"
@@ -116,7 +113,7 @@ def emotion_texts(n: int, seed: int = 0) -> list[str]:
 def test_fast_keeps_99_percent_of_fp32_labels_on_the_shipped_model(cpuinfo, cpu, monkeypatch):
     """On either CPU kind, `fast` (bf16 or int8) labels like fp32 on the shipped trained checkpoint."""
     cpu(cpuinfo)
-    monkeypatch.setattr(model_mod, "cpu_has_int8", lambda: True)
+    monkeypatch.setattr(device_mod, "cpu_has_int8", lambda: True)
     texts = emotion_texts(400)
     exact = EmotionClassifier(SHIPPED, device="cpu", precision="fp32")(texts).probs
     fast = EmotionClassifier(SHIPPED, device="cpu", precision="fast")
@@ -132,7 +129,7 @@ def test_run_manifest_records_fast_resolved(tmp_path, cpu, monkeypatch):
     from conftest import write_corpus
 
     cpu(AVX2_CPU)
-    monkeypatch.setattr(model_mod, "cpu_has_int8", lambda: True)
+    monkeypatch.setattr(device_mod, "cpu_has_int8", lambda: True)
     model_mod.clear_cache()
     src = write_corpus(tmp_path / "in.parquet", emotion_texts(50, seed=3))
     config = RunConfig(model=SHIPPED, device="cpu", precision="fast")

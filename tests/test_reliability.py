@@ -213,9 +213,9 @@ def test_rerun_resumes_and_refuses_a_different_job(cfg, tmp_path, monkeypatch):
     # Precision `auto` is fp32 on this CPU: naming fp32 is the same job. Where CUDA makes `auto`
     # bf16 (a rerun on a GPU machine), it is another job, refused before any model loads.
     assert run([str(corpus)], tmp_path / "out", small.model_copy(update={"precision": "fp32"})).resumed == 5
-    from emodraw_batch import model
+    from emodraw_batch import device
 
-    monkeypatch.setattr(model, "no_gpu_here", lambda: False)  # (else device auto is the CPU without asking torch)
+    monkeypatch.setattr(device, "no_gpu_here", lambda: False)  # (else device auto is the CPU without asking torch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(OutputError, match="precision: 'fp32' before, 'bf16' now"):
         validate([str(corpus)], tmp_path / "out", small.model_copy(update={"device": "auto"}))

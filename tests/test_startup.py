@@ -28,8 +28,8 @@ atexit.register(lambda: print("RECORD " + json.dumps(record), file=sys.stderr, f
 
 flags = json.loads(sys.argv[1])
 if flags:
-    import emodraw_batch.model as model
-    model.cpu_flags = lambda _=None: set(flags)
+    import emodraw_batch.device as device
+    device.cpu_flags = lambda _=None: set(flags)
 
 import flows.api as api
 prestart = api.prestart

@@ -200,12 +200,12 @@ def test_fine_tuning_a_base_checkpoint_gets_a_head_for_the_data_labels(tiny_mode
 
 
 def test_a_base_checkpoint_is_loaded_once_even_when_its_head_is_replaced(tiny_model, monkeypatch):
-    from emodraw_batch import model as model_module
+    from emodraw_batch import loading
     from emodraw_batch.train import start
 
     loads = []
-    real = model_module.load_checkpoint
-    monkeypatch.setattr(model_module, "load_checkpoint", lambda *a, **k: loads.append(a) or real(*a, **k))
+    real = loading.load_checkpoint
+    monkeypatch.setattr(loading, "load_checkpoint", lambda *a, **k: loads.append(a) or real(*a, **k))
     _, model, labels = start.from_base(tiny_model, ["anger", "fear", "joy"], seed=0, allow_pickle=False)
     assert len(loads) == 1 and labels == ["anger", "fear", "joy"]
     assert model.classifier.out_features == 3 and model.num_labels == 3

@@ -94,7 +94,7 @@ def open_session(model: Any, pad_id: int, cfg: FitSettings, steps_per_epoch: int
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from ..model import default_batch_tokens, resolve_precision
+    from ..device import default_batch_tokens, resolve_precision
 
     bf16 = (cfg.precision if cfg.precision != "auto" else resolve_precision("auto", device)) == "bf16"
     autocast = torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=bf16)

@@ -63,7 +63,8 @@ def fit(cfg: FitSettings, output: str | Path, prepare: Prepare, *, resume: bool 
 
     `record` is stored in the trainer state next to the settings (e.g. what the data was).
     """
-    from ..model import input_limits, resolve_device
+    from ..device import resolve_device
+    from ..loading import input_limits
 
     started = time.perf_counter()
     output = Path(output).expanduser()
@@ -120,7 +121,7 @@ def labelled_split(data: Labelled, tokenizer: Any, labels: list[str], max_length
 def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, overwrite: bool = False,
           callbacks: TrainCallbacks | None = None) -> TrainResult:
     """Fine-tune (cfg.base) or train from scratch (cfg.from_scratch) on labelled data; see `fit`."""
-    from ..model import input_limits
+    from ..loading import input_limits
 
     output = Path(output).expanduser()
 

@@ -36,7 +36,7 @@ def from_scratch(texts: list[str], labels: Sequence[str], size: str, vocab_size:
 
 def from_base(base: str, labels: Sequence[str], seed: int, allow_pickle: bool) -> tuple[Any, Any, list[str]]:
     """The base checkpoint, loaded once; its head is kept if it knows exactly `labels`, else replaced."""
-    from ..model import load_checkpoint
+    from ..loading import load_checkpoint
 
     tokenizer, model = load_checkpoint(base, allow_pickle=allow_pickle)
     have = model_labels(model)
@@ -76,6 +76,6 @@ def replace_head(model: Any, labels: Sequence[str], seed: int) -> None:
 
 
 def from_folder(folder: str | Path, allow_pickle: bool) -> tuple[Any, Any]:
-    from ..model import load_checkpoint
+    from ..loading import load_checkpoint
 
     return load_checkpoint(str(folder), allow_pickle=allow_pickle)
