@@ -9,12 +9,10 @@ import numpy as np
 from .errors import ConfigError
 
 # GPU fast paths (issue #11), each switchable per classifier by the constructor keyword of the same
-# name, so that bench/gpu.py can A/B them. These module values are the defaults that every
-# classifier gets, `emodraw-batch run` and its Dask workers included; none has been measured on a
-# GPU yet, so all are off (today's exact path) until bench/gpu.py shows which pays.
-# `EMODRAW_FAST_PATHS="half_weights=1,staging=1,..."` overrides them at import, in every process of
-# a run (Dask workers inherit the environment): a benchmark knob, not a user setting.
-FAST_PATH_DEFAULTS: dict[str, Any] = {
+# name, so that bench/gpu.py can A/B them. EXACT is every path off: today's exact path, and the
+# reference that EmotionClassifier.fast_paths_on records differences from (so the exact path's
+# record is unchanged).
+EXACT: dict[str, Any] = {
     # bf16/fp16: cast the weights to that dtype (True) instead of autocasting fp32 weights (False).
     # The logits are upcast to fp32 before the softmax either way.
     "half_weights": False,
@@ -34,19 +32,13 @@ FAST_PATH_DEFAULTS: dict[str, Any] = {
     # ("reduce-overhead" = CUDA graphs, "max-autotune-no-cudagraphs", ...); or "backend:NAME".
     "compile": False,
 }
+# The defaults every classifier gets, `emodraw-batch run` and its Dask workers included: none has
+# been measured on a GPU yet, so all stay off until bench/gpu.py shows which pays.
+# `EMODRAW_FAST_PATHS="half_weights=1,staging=1,..."` overrides them at import, in every process of
+# a run (Dask workers inherit the environment): a benchmark knob, not a user setting.
+FAST_PATH_DEFAULTS: dict[str, Any] = dict(EXACT)
 STAGING_SLOTS = 4  # pinned buffers in the ring: a slot is reused only after its copy has finished
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-# The exact path: every fast path off, whatever FAST_PATH_DEFAULTS says. Only the fast paths that
-# differ from it are recorded (EmotionClassifier.fast_paths_on), so the exact path's record is unchanged.
-EXACT: dict[str, Any] = {
-    "half_weights": False,
-    "staging": False,
-    "prepare_in_encode": False,
-    "pad_multiple": 1,
-    "attn_implementation": None,
-    "compile": False,
-}
 
 
 def parse_fast_paths(spec: str) -> dict[str, Any]:
