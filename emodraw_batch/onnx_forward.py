@@ -166,18 +166,23 @@ class OnnxForward:
 
     @classmethod
     def export_and_load(cls, model: Any, source: str, tokenizer_json: str, meta: dict[str, Any]) -> OnnxForward:
-        """Export `model` (cached for a local folder, else in a temporary folder) and load it."""
-        key = cache_key(source)
-        if key is None:
-            import tempfile
+        """Export `model` (cached for a local folder, else in a temporary folder) and load it.
 
-            folder = Path(tempfile.mkdtemp(prefix="emodraw-onnx-"))
-        else:
+        A cache that cannot be written (a read-only home, a full disk) costs the export on every
+        run, never the run: the export then goes to a temporary folder.
+        """
+        key = cache_key(source)
+        if key is not None:
             folder = cache_root() / "onnx" / key
-        if not (folder / "model.onnx").is_file():
-            export(model, folder / "model.onnx")
-        write_text(folder / "tokenizer.json", tokenizer_json)
-        write_json(folder / "meta.json", meta)
+            try:
+                _write(model, folder, tokenizer_json, meta)
+                return cls(folder, meta.get("truncation_side", "right"))
+            except OSError:
+                pass  # not writable: export to a temporary folder below, as for a hub checkpoint
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="emodraw-onnx-"))
+        _write(model, folder, tokenizer_json, meta)
         return cls(folder, meta.get("truncation_side", "right"))
 
     def tokenizer(self, max_length: int) -> Any:
@@ -194,6 +199,14 @@ class OnnxForward:
         logits = logits.astype(np.float32, copy=False)
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _write(model: Any, folder: Path, tokenizer_json: str, meta: dict[str, Any]) -> None:
+    """The graph (unless already there), the tokenizer, then the metadata: its presence marks a complete entry."""
+    if not (folder / "model.onnx").is_file():
+        export(model, folder / "model.onnx")
+    write_text(folder / "tokenizer.json", tokenizer_json)
+    write_json(folder / "meta.json", meta)
 
 
 def _default_threads() -> int:

@@ -146,3 +146,15 @@ def test_a_cached_export_loads_without_torch_and_labels_alike(cache):
     assert described == {**full.describe(), "runtime": "onnx"}
     np.testing.assert_array_equal(np.array(n_tokens), expected.n_tokens)
     np.testing.assert_allclose(np.array(probs, dtype=np.float32), expected.probs, atol=1e-6)
+
+
+@needs_onnx
+def test_a_cache_that_cannot_be_written_costs_the_export_not_the_run(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("EMODRAW_CACHE", str(blocker / "cache"))  # mkdir fails: NotADirectoryError
+    texts = make_texts(30, seed=3)
+    clf = EmotionClassifier(SHIPPED, device="cpu", precision="fp32", runtime="onnx")
+    assert clf.runtime == "onnx" and not str(clf._onnx.path).startswith(str(blocker))
+    exact = EmotionClassifier(SHIPPED, device="cpu", precision="fp32", runtime="torch")(texts)
+    assert_same_labels(exact.probs, clf(texts).probs)
