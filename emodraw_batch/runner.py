@@ -94,14 +94,19 @@ def head_start(job: Job, stop: Callable[[], bool]) -> int:
     first `forward` takes the batches already done (`EmotionClassifier.head_start`), so the
     output is exactly the same. The first window is read and tokenized twice for it (a few
     milliseconds per thousand rows, against seconds of model time gained). Returns the batches run.
+    Only a speed-up: any error (a damaged row group, say) is left for the shard's own task to meet,
+    retry and report, so here it only ends the head start.
     """
-    shard = next((s for s in job.shards if job.overwrite or not resume.complete(job.out, s)), None)
-    if shard is None or stop():
+    try:
+        shard = next((s for s in job.shards if job.overwrite or not resume.complete(job.out, s)), None)
+        if shard is None or stop():
+            return 0
+        clf = classifier_for(job.config)
+        table = next(read_windows(shard, job.config.window_rows))
+        _status, ids, _cut = _encode_window(table, job.config, clf)
+        return clf.head_start(ids, stop)
+    except Exception:  # noqa: BLE001 - see above
         return 0
-    clf = classifier_for(job.config)
-    table = next(read_windows(shard, job.config.window_rows))
-    _status, ids, _cut = _encode_window(table, job.config, clf)
-    return clf.head_start(ids, stop)
 
 
 def label_shard(

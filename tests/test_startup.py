@@ -209,3 +209,23 @@ def test_a_run_after_a_head_start_writes_the_same_labels(tiny_model, tmp_path, m
     for name in ("prob_" + label for label in runner.classifier_for(config).labels):
         np.testing.assert_array_equal(labels(tmp_path / "ahead")[name].to_numpy(), labels(tmp_path / "plain")[name].to_numpy())
     model.clear_cache()
+
+
+def test_a_head_start_that_fails_is_only_skipped(tiny_model, tmp_path, monkeypatch):
+    """An unreadable first window ends the head start quietly; the shard's task meets the error and reports it."""
+    from emodraw_batch import model, runner
+    from emodraw_batch.config import RunConfig
+    from emodraw_batch.validate import validate
+
+    corpus = write_corpus(tmp_path / "in.parquet", make_texts(40, seed=14))
+    config = RunConfig(model=tiny_model, device="cpu", precision="fp32")
+    job = validate([str(corpus)], tmp_path / "out", config)
+
+    def damaged(*args, **kwargs):
+        raise OSError("damaged row group")
+
+    monkeypatch.setattr(runner, "read_windows", damaged)
+    assert runner.head_start(job, stop=lambda: False) == 0
+    monkeypatch.undo()
+    assert runner.run([str(corpus)], tmp_path / "out", config).rows == 40
+    model.clear_cache()
