@@ -12,11 +12,15 @@ from typing import Any
 from .errors import ModelError
 
 
+def position_limit(config: Any, default: int) -> int:
+    """How many positions the model has embeddings for (`default` where its config does not say)."""
+    return int(getattr(config, "max_position_embeddings", default) or default)
+
+
 def input_limits(tokenizer: Any, config: Any, max_length: int) -> tuple[int, int]:
     """(max tokens per text, pad id): never more positions than the model has embeddings for."""
-    limit = int(getattr(config, "max_position_embeddings", max_length) or max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return min(max_length, limit), pad_id
+    return min(max_length, position_limit(config, max_length)), pad_id
 
 
 def quantize_int8(model: Any) -> Any:

@@ -22,7 +22,7 @@ from .config import DEFAULT_MODEL
 from .device import default_batch_tokens, resolve_device, resolve_precision
 from .errors import ConfigError, ModelError
 from .fast_paths import COMPILE_MODES, EXACT, FAST_PATH_DEFAULTS, Staging, bucket_width
-from .loading import check_local_weights, fuse_gelu, input_limits, load_checkpoint, quantize_int8
+from .loading import check_local_weights, fuse_gelu, input_limits, load_checkpoint, position_limit, quantize_int8
 
 # Texts per call of the Rust tokenizer: big enough for its thread pool, small enough to bound memory.
 ENCODE_CHUNK = 4096
@@ -40,6 +40,28 @@ class Prediction:
 def column_name(label: str) -> str:
     """`prob_<label>` with the label made safe as a column name ("Very Sad" -> prob_very_sad)."""
     return "prob_" + (re.sub(r"[^0-9a-zA-Z]+", "_", label).strip("_").lower() or "label")
+
+
+def flatten(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flat, starts, lengths): rows of token ids stored back to back, the layout `pad_batch` pads from."""
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+    return flat, np.cumsum(lengths) - lengths, lengths
+
+
+def truncating_tokenizer(tokenizer_json: str, max_length: int, side: str) -> Any:
+    """A private Rust tokenizer from its JSON, set to truncate exactly as `tokenizer(..., truncation=True)`.
+
+    Calling it directly skips the per-row Python that the transformers wrapper spends turning
+    every encoding into dicts of lists (about a third of tokenization time); a private copy,
+    because the wrapper resets the shared one's truncation state on every call.
+    """
+    from tokenizers import Tokenizer
+
+    rust = Tokenizer.from_str(tokenizer_json)
+    rust.no_padding()
+    rust.enable_truncation(max_length, direction=side)
+    return rust
 
 
 def pad_batch(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +147,7 @@ class EmotionClassifier:
             self.labels, self._pad_id = list(meta["labels"]), int(meta["pad_id"])
             self.max_length = min(max_length, int(meta["max_positions"]))
             self.revision = revision or meta["revision"]
-            self._rust = self._onnx.tokenizer(self.max_length)
+            self._rust = truncating_tokenizer(self._onnx.tokenizer_json(), self.max_length, meta["truncation_side"])
         else:
             self._load_torch(model, revision, max_length, allow_pickle)
         self.columns = [column_name(label) for label in self.labels]
@@ -148,14 +170,13 @@ class EmotionClassifier:
         self.labels = [str(config.id2label[i]) for i in range(config.num_labels)]
         self.max_length, self._pad_id = input_limits(self.tokenizer, config, max_length)
         self.revision = revision or getattr(config, "_commit_hash", None)
-        self._rust = self._rust_tokenizer()
+        tokenizer_json = self.tokenizer.backend_tokenizer.to_str()
+        side = getattr(self.tokenizer, "truncation_side", "right")
+        self._rust = truncating_tokenizer(tokenizer_json, self.max_length, side)
         if self.runtime == "onnx":  # the checkpoint's own modules are traced; later runs load the export
             meta = {"labels": self.labels, "pad_id": self._pad_id, "revision": self.revision,
-                    "max_positions": int(getattr(config, "max_position_embeddings", max_length) or max_length),
-                    "truncation_side": getattr(self.tokenizer, "truncation_side", "right")}
-            self._onnx = onnx_forward.OnnxForward.export_and_load(
-                self.model, model, self.tokenizer.backend_tokenizer.to_str(), meta
-            )
+                    "max_positions": position_limit(config, max_length), "truncation_side": side}
+            self._onnx = onnx_forward.OnnxForward.export_and_load(self.model, model, tokenizer_json, meta)
             self.model = None  # the same path whether the export was cached or made now
             return
         fuse_gelu(self.model)
@@ -191,20 +212,6 @@ class EmotionClassifier:
             return torch.compile(self.model, mode=setting)
         raise ConfigError(f"compile={setting!r}: use True, one of {', '.join(COMPILE_MODES)}, or 'backend:NAME'.")
 
-    def _rust_tokenizer(self) -> Any:
-        """A private copy of the Rust tokenizer, set to truncate exactly as `tokenizer(..., truncation=True)`.
-
-        Calling it directly skips the per-row Python that the transformers wrapper spends
-        turning every encoding into dicts of lists (about a third of tokenization time); a
-        copy, because the wrapper resets the shared one's truncation state on every call.
-        """
-        from tokenizers import Tokenizer
-
-        rust = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
-        rust.no_padding()
-        rust.enable_truncation(self.max_length, direction=getattr(self.tokenizer, "truncation_side", "right"))
-        return rust
-
     def encode(self, texts: list[str]) -> tuple[list[list[int]], np.ndarray]:
         """Token ids (truncated to max_length) and a truncated flag, in one bulk Rust call.
 
@@ -235,9 +242,7 @@ class EmotionClassifier:
         n = len(ids)
         if n == 0:
             return []
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=n)
-        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-        starts = np.cumsum(lengths) - lengths
+        flat, starts, lengths = flatten(ids)
         multiple = self.fast["pad_multiple"]
         # Budget the bucketed widths, so a rounded-up batch still fits the token budget.
         widths = np.where(lengths > 0, -(-lengths // multiple) * multiple, 0) if multiple > 1 else lengths
@@ -290,11 +295,8 @@ class EmotionClassifier:
 
     def _batches(self, ids: list[list[int]]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Each batch in run order: its row indices, padded ids, and the mask (or, when staging, the lengths)."""
-        n = len(ids)
         if not (self.fast["prepare_in_encode"] or self.fast["pad_multiple"] > 1 or self._staging is not None):
-            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=n)
-            flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-            starts = np.cumsum(lengths) - lengths
+            flat, starts, lengths = flatten(ids)
             for batch in pack(lengths, self.batch_tokens):
                 input_ids, mask = pad_batch(flat, starts[batch], lengths[batch], self._pad_id)
                 yield batch, input_ids, mask

@@ -111,7 +111,6 @@ def export(model: Any, path: Path) -> Path:
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     dummy = (torch.ones(2, 16, dtype=torch.long), torch.ones(2, 16, dtype=torch.long))
     axes = {0: "batch", 1: "sequence"}
     with warnings.catch_warnings(), replacing(path) as tmp:
@@ -145,18 +144,17 @@ def load_cached(source: str) -> tuple[OnnxForward, dict[str, Any]] | None:
     if not meta_file.is_file():
         return None
     meta = json.loads(meta_file.read_text())
-    return OnnxForward(folder, meta.get("truncation_side", "right")), meta
+    return OnnxForward(folder), meta
 
 
 class OnnxForward:
     """`forward(input_ids, attention_mask) -> fp32 probabilities` with ONNX Runtime on the CPU."""
 
-    def __init__(self, folder: Path, truncation_side: str = "right", threads: int | None = None) -> None:
+    def __init__(self, folder: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         self.folder = folder
         self.path = folder / "model.onnx"
-        self.truncation_side = truncation_side
         options = ort.SessionOptions()
         # As many threads as torch would use (OMP_NUM_THREADS, else the cores), so the two compare fairly.
         options.intra_op_num_threads = threads or _default_threads()
@@ -176,23 +174,18 @@ class OnnxForward:
             folder = cache_root() / "onnx" / key
             try:
                 _write(model, folder, tokenizer_json, meta)
-                return cls(folder, meta.get("truncation_side", "right"))
+                return cls(folder)
             except OSError:
                 pass  # not writable: export to a temporary folder below, as for a hub checkpoint
         import tempfile
 
         folder = Path(tempfile.mkdtemp(prefix="emodraw-onnx-"))
         _write(model, folder, tokenizer_json, meta)
-        return cls(folder, meta.get("truncation_side", "right"))
+        return cls(folder)
 
-    def tokenizer(self, max_length: int) -> Any:
-        """The checkpoint's Rust tokenizer as saved at export, set to truncate at `max_length`, no padding."""
-        from tokenizers import Tokenizer
-
-        rust = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
-        rust.no_padding()
-        rust.enable_truncation(max_length, direction=self.truncation_side)
-        return rust
+    def tokenizer_json(self) -> str:
+        """The checkpoint's tokenizer as saved at export (model.truncating_tokenizer sets it up)."""
+        return (self.folder / "tokenizer.json").read_text()
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         logits = self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..batching import length_order
-from ..model import pad_batch
+from ..model import flatten, pad_batch
 
 # Batches are length-sorted within buckets of this many batches, then the batch order is shuffled:
 # little padding, yet every epoch sees a fresh mix.
@@ -26,9 +25,7 @@ class Tokens:
 
     @classmethod
     def of(cls, ids: list[list[int]]) -> Tokens:
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-        return cls(flat, np.cumsum(lengths) - lengths, lengths)
+        return cls(*flatten(ids))
 
     def __len__(self) -> int:
         return len(self.lengths)
