@@ -14,21 +14,12 @@ import pytest
 from emodraw_batch.distill import DistillConfig, distill, make_config
 from emodraw_batch.errors import ConfigError, OutputError
 from emodraw_batch.labelled import read_texts
-from emodraw_batch.train import TrainCallbacks, TrainConfig, train
-from test_train import labelled_rows, weights, write_lines
+from emodraw_batch.train import TrainConfig, train
+from test_train import StopAfter, labelled_rows, weights, write_lines
 
 KEYS = {"agreement", "agreement_on", "agreement_test", "teacher", "student", "n_texts", "n_train", "n_held",
         "best_epoch", "config", "labels"}
 MODEL_KEYS = {"model", "parameters", "bytes", "weights_bytes", "rows_per_s", "test_accuracy", "test_macro_f1"}
-
-
-class StopAfter(TrainCallbacks):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def epoch_end(self, row, best) -> None:
-        if row["epoch"] == self.epoch:
-            raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")
