@@ -98,7 +98,7 @@ def head_start(job: Job, stop: Callable[[], bool]) -> int:
     retry and report, so here it only ends the head start.
     """
     try:
-        shard = next((s for s in job.shards if job.overwrite or not resume.complete(job.out, s)), None)
+        shard = next((s for s in job.shards if s.name not in job.finished), None)
         if shard is None or stop():
             return 0
         clf = classifier_for(job.config)

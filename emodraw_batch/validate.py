@@ -42,15 +42,19 @@ class Job:
         return sum(s.rows for s in self.shards)
 
     @cached_property
-    def finished_rows(self) -> int:
-        """Rows whose shard an earlier run of this job had written completely when first asked (read-only).
+    def finished(self) -> frozenset[str]:
+        """The shards an earlier run of this job had written completely when first asked (read-only).
 
-        Asked twice before the run starts (the progress bar, the flow's decision to load the model
-        early): the shard footers are read once.
+        Asked several times before the run starts (the progress bar, the flow's decision to load
+        the model early, the head start): the shard footers are read once.
         """
         if self.overwrite:
-            return 0
-        return sum(s.rows for s in self.shards if resume.complete(self.out, s))
+            return frozenset()
+        return frozenset(s.name for s in self.shards if resume.complete(self.out, s))
+
+    @property
+    def finished_rows(self) -> int:
+        return sum(s.rows for s in self.shards if s.name in self.finished)
 
 
 def check_model(config: RunConfig) -> str | None:
