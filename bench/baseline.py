@@ -1,7 +1,7 @@
 """The baseline: the `transformers.pipeline` loop a user would write to label a Parquet file.
 
     python bench/baseline.py CORPUS.parquet OUT.parquet --model DIR [--device cpu] [--threads N]
-        [--batch-size 32] [--dtype fp32|bf16]
+        [--batch-size 32] [--dtype fp32|bf16] [--rows N]
 
 Reads the text column, runs `pipeline("text-classification", top_k=None)` with
 batch_size=32 (bench/gpu.py: 64) and truncation=True, in fp32 or with the model loaded in
@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="Model weights' dtype (pipeline dtype=).")
+    parser.add_argument("--rows", type=int, default=None, help="Label only the corpus's first ROWS rows.")
     args = parser.parse_args()
 
     import pyarrow as pa
@@ -46,6 +47,8 @@ def main() -> None:
     loaded = time.perf_counter()
 
     table = pq.read_table(args.corpus)
+    if args.rows is not None:
+        table = table.slice(0, args.rows)
     texts = table["text"].to_pylist()
     labels = [classify.model.config.id2label[i] for i in range(classify.model.config.num_labels)]
     results = [

@@ -138,6 +138,7 @@ class GpuSampler:
     def __init__(self, enabled: bool) -> None:
         self.samples: list[float] = []
         self.memory: list[float] = []
+        self.times: list[float] = []  # perf_counter() of each sample, for timelines (bench/gpu.py)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True) if enabled else None
 
@@ -148,6 +149,7 @@ class GpuSampler:
                 util, used = subprocess.run(query, capture_output=True, text=True).stdout.strip().split(",")[:2]
                 self.samples.append(float(util))
                 self.memory.append(float(used))
+                self.times.append(time.perf_counter())
             except (OSError, ValueError, IndexError):
                 return
 
@@ -192,6 +194,14 @@ def _hwm_mib(pid: int) -> float:
         return 0.0
 
 
+def _rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return 0.0
+
+
 def measure(cmd: list[str], env: dict[str, str], gpu: bool = False, timeout: float | None = None) -> dict[str, Any]:
     """Run `cmd`; return wall seconds, peak RSS of its biggest process (MiB) and its stdout.
 
@@ -200,12 +210,18 @@ def measure(cmd: list[str], env: dict[str, str], gpu: bool = False, timeout: flo
     it spawned the child (this benchmark, holding its corpus), which would inflate it.
     """
     peaks: dict[int, float] = {}
+    rss: list[tuple[float, float]] = []  # (seconds since start, summed VmRSS of the tree in MiB), every ~0.5 s
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, GpuSampler(gpu) as sampler:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, text=True)
         while True:
-            for pid in _tree(proc.pid):
+            tree = _tree(proc.pid)
+            for pid in tree:
                 peaks[pid] = max(peaks.get(pid, 0.0), _hwm_mib(pid))
+            now = time.perf_counter() - started
+            total = sum(_rss_mib(pid) for pid in tree)
+            if total > 0 and (not rss or now - rss[-1][0] >= 0.5):  # 0: the process has just exited
+                rss.append((round(now, 2), round(total, 1)))
             if proc.poll() is not None:  # a zombie until polled: its last VmHWM was read above
                 break
             if timeout is not None and time.perf_counter() - started > timeout:
@@ -227,6 +243,8 @@ def measure(cmd: list[str], env: dict[str, str], gpu: bool = False, timeout: flo
         "stdout": stdout,
         "gpu_util": sampler.mean,
         "gpu_mem_peak_mib": sampler.peak_memory_mib,
+        "rss_timeline": rss,
+        "gpu_timeline": [(round(t - started, 2), u, m) for t, u, m in zip(sampler.times, sampler.samples, sampler.memory)],
     }
     if proc.returncode != 0:
         if timeout is not None:  # the caller records the failure and goes on (bench/gpu.py)

@@ -8,7 +8,7 @@
 # every stage but the baseline) in an interpreter that sees only a stand-in for the CUDA image:
 # the reference venv's packages minus everything carried and minus the PRUNED ones. So a missing
 # wheel, a pruned package that is imported after all, or a wheel that does not work from
-# --target fails here. It cannot check what differs on the GPU machine itself: Python 3.12
+# --target fails here. The last step is bench/gpu_run.sh itself, the GPU machine's command. It cannot check what differs on the GPU machine itself: Python 3.12
 # binaries, the image's own versions of the packages it shares with the venv, CUDA, dask-cuda's
 # GPU workers.
 set -euo pipefail
@@ -29,8 +29,6 @@ source "$HERE/gpu_packages.sh"
 version=$("$REF_PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 mkdir -p "$SCRATCH"
 PY_VERSION=$version LZMA=0 MAX_MIB=100000 bash "$HERE/gpu_wheels.sh" "$SCRATCH/whl" | grep -v "^  python3 -m pip\|^on the GPU"
-rm -rf "$SCRATCH/site"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SCRATCH/site" "$SCRATCH"/whl/*.whl
 
 # The stand-in image: symlinks to the venv's site-packages, minus carried, pruned and the project itself.
 "$REF_PY" - "$SCRATCH" $PRUNED emodraw-batch <<'EOF'
@@ -64,21 +62,11 @@ rm -rf "$SCRATCH/py"
 purelib=$("$SCRATCH/py/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 printf '%s\n' "$SCRATCH/image" > "$purelib/cuda-image-standin.pth"
 
-export PYTHONPATH="$SCRATCH/site"
 cd "$ROOT"
-"$SCRATCH/py/bin/python" - <<'EOF'
-import importlib
-for name in ("pydantic", "polars", "prefect", "prefect_dask", "dask", "distributed", "dask_cuda", "torch", "transformers"):
-    try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if name == "dask_cuda" and exc.name in ("cuda", "pynvml"):  # cuda-core, nvidia-ml-py: in the CUDA image
-            print(f"  import {name:13s} needs {exc.name} (cuda-core / nvidia-ml-py), which only the CUDA image has")
-            continue
-        raise
-    print(f"  import {name:13s} ok  {getattr(module, '__version__', '')}  {module.__file__}")
-EOF
-HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 "$SCRATCH/py/bin/python" bench/gpu.py --device cpu --size tiny --rows 300 --subset-rows 100 \
-  --work "$SCRATCH/work" --stages setup,label,agree,run --variants fp32,staged --agree-variants fp32,autocast \
-  --no-first-result --no-rss-check
+# The very command of the GPU machine, with this CPU's sizes.
+rm -rf "$SCRATCH/site"
+PY="$SCRATCH/py/bin/python" PIP_PY=python3 WHEELS="$SCRATCH/whl" SITE="$SCRATCH/site" WORK="$SCRATCH/work" OMP_NUM_THREADS=1 \
+  bash bench/gpu_run.sh "$SCRATCH/out" --device cpu --size tiny --slice-rows 300 --rows 1200 --variants default,staged \
+  --agree-rows 300 --budget-seconds 400
+grep -q "^## Targets" "$SCRATCH/out/gpu-results.md"
 echo "carry check passed: $SCRATCH"

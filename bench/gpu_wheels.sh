@@ -5,13 +5,12 @@
 #
 #   bash bench/gpu_wheels.sh [DEST]
 #
-# Then, on the GPU machine, from the repository root, with DEST carried along:
-#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-#     && export PYTHONPATH=/tmp/site
+# Then, on the GPU machine, from the repository root, with DEST carried along: bash bench/gpu_run.sh OUT
+# (it installs them with pip --target and puts them on PYTHONPATH).
 #
-# Versions are those installed by the reference interpreter REF_PY (default: the project's
-# .venv, else python3), so the GPU runs the code the CPU tests ran; dask-cuda (GPU only) is pinned
-# here. Each wheel is then re-compressed with LZMA in place (same files, same RECORD hashes;
+# Exactly the versions of bench/gpu-requirements.txt (FROM_VENV=1 first re-pins that file from the
+# versions installed in REF_PY, default the project's .venv, so the GPU runs what the CPU tests ran).
+# Each wheel is then re-compressed with LZMA in place (same files, same RECORD hashes;
 # pip reads LZMA zips): 88 MiB of deflated wheels become ~59 MiB, under the device's 64 MiB
 # carry limit. polars' runtime alone is 51 MiB deflated, 31 MiB with LZMA.
 #
@@ -20,7 +19,7 @@
 # and Docker extras (apprise, cyclopts, docker, griffe, readchar, rich-rst, ruamel.yaml, semver,
 # dateparser, tzlocal, python-json-logger, jsonpatch, oauthlib, requests-oauthlib), partd, pycparser.
 #
-# Environment: PY_VERSION (3.12: the CUDA image's), REF_PY, LZMA=0 to keep pip's compression,
+# Environment: PY_VERSION (3.12: the CUDA image's), FROM_VENV, REF_PY, REQUIREMENTS, LZMA=0 to keep pip's compression,
 # MAX_MIB (60) the size that fails the script.
 set -euo pipefail
 
@@ -29,19 +28,21 @@ PY_VERSION=${PY_VERSION:-3.12}
 MAX_MIB=${MAX_MIB:-60}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
-if [[ -z "${REF_PY:-}" ]]; then
-  for candidate in "$ROOT/.venv/bin/python" "$ROOT/../main/.venv/bin/python" python3; do
-    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import prefect, polars, dask' 2>/dev/null; then
-      REF_PY=$candidate
-      break
-    fi
-  done
-fi
-: "${REF_PY:?no interpreter with prefect, polars and dask installed: set REF_PY}"
-
+REQUIREMENTS=${REQUIREMENTS:-$HERE/gpu-requirements.txt}
 source "$HERE/gpu_packages.sh"  # CORE STATS DASK PREFECT GPU_ONLY (carried), PRUNED (left out)
 
-pins=$("$REF_PY" - $CORE $STATS $DASK $PREFECT <<'EOF'
+if [[ "${FROM_VENV:-0}" == 1 ]]; then
+  # Re-pin from the versions a reference interpreter has installed (the project's .venv by default).
+  if [[ -z "${REF_PY:-}" ]]; then
+    for candidate in "$ROOT/.venv/bin/python" "$ROOT/../main/.venv/bin/python" python3; do
+      if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import prefect, polars, dask' 2>/dev/null; then
+        REF_PY=$candidate
+        break
+      fi
+    done
+  fi
+  : "${REF_PY:?no interpreter with prefect, polars and dask installed: set REF_PY}"
+  pins=$("$REF_PY" - $CORE $STATS $DASK $PREFECT <<'EOF'
 import importlib.metadata as md, sys
 missing = []
 for name in sys.argv[1:]:
@@ -53,6 +54,11 @@ if missing:
     sys.exit(f"not installed in the reference interpreter: {missing}")
 EOF
 )
+  { sed -n '/^#/p' "$REQUIREMENTS"; printf '%s\n' $pins $GPU_ONLY | sort -f; } > "$REQUIREMENTS.new" && mv "$REQUIREMENTS.new" "$REQUIREMENTS"
+  echo "re-pinned $REQUIREMENTS from $REF_PY"
+fi
+pins=$(grep -v '^#' "$REQUIREMENTS" | grep -v '^$')
+GPU_ONLY=""  # in the pinned list
 
 mkdir -p "$DEST"
 # Only what DEST lacks: pip would re-download a re-compressed wheel (its hash changed).
@@ -68,7 +74,7 @@ incoming="$DEST/.incoming"
 rm -rf "$incoming"
 mkdir -p "$incoming"
 if [[ -n "$todo" ]]; then
-  echo "downloading $(echo $todo | wc -w) of $(echo $pins $GPU_ONLY | wc -w) wheels for CPython $PY_VERSION (versions of $REF_PY) into $DEST"
+  echo "downloading $(echo $todo | wc -w) of $(echo $pins | wc -w) wheels for CPython $PY_VERSION ($REQUIREMENTS) into $DEST"
   # shellcheck disable=SC2086
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PY_VERSION" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
@@ -124,7 +130,4 @@ if (( mib > MAX_MIB )); then
   echo "too big to carry: ${mib} MiB > ${MAX_MIB} MiB" >&2
   exit 1
 fi
-cat <<EOF
-on the GPU machine (carry ["$DEST"]), before bench/gpu.py:
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $DEST/*.whl && export PYTHONPATH=/tmp/site
-EOF
+echo "on the GPU machine (device tool: carry [\"$DEST\"]), from the repository root: bash bench/gpu_run.sh \$OUT"
