@@ -6,7 +6,8 @@
 # It downloads the same list for this interpreter's Python version, installs it exactly as on the
 # GPU machine (pip --target, used through PYTHONPATH), and runs bench/gpu.py (CPU, tiny model,
 # every stage but the baseline) in an interpreter that sees only a stand-in for the CUDA image:
-# the reference venv's packages minus everything carried and minus the PRUNED ones. So a missing
+# the reference venv's packages that the CUDA image also has (IMAGE in bench/gpu_packages.sh),
+# minus everything carried. So a missing
 # wheel, a pruned package that is imported after all, or a wheel that does not work from
 # --target fails here. The last step is bench/gpu_run.sh itself, the GPU machine's command. It cannot check what differs on the GPU machine itself: Python 3.12
 # binaries, the image's own versions of the packages it shares with the venv, CUDA, dask-cuda's
@@ -31,13 +32,16 @@ mkdir -p "$SCRATCH"
 PY_VERSION=$version LZMA=0 MAX_MIB=100000 bash "$HERE/gpu_wheels.sh" "$SCRATCH/whl" | grep -v "^  python3 -m pip\|^on the GPU"
 
 # The stand-in image: symlinks to the venv's site-packages, minus carried, pruned and the project itself.
-"$REF_PY" - "$SCRATCH" $PRUNED emodraw-batch <<'EOF'
-import importlib.metadata as md, re, shutil, sys, sysconfig
+IMAGE="$IMAGE" "$REF_PY" - "$SCRATCH" $PRUNED emodraw-batch <<'EOF'
+import importlib.metadata as md, os, re, shutil, sys, sysconfig
 from pathlib import Path
 scratch, dropped = Path(sys.argv[1]), sys.argv[2:]
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
 carried = {norm(w.name.split("-")[0]) for w in (scratch / "whl").glob("*.whl")}
 drop = carried | {norm(n) for n in dropped}
+image_dists = {norm(n) for n in os.environ["IMAGE"].split()}  # what the CUDA image has
+if sys.version_info < (3, 12):  # dask imports the importlib-metadata backport below Python 3.12 only
+    image_dists.add("importlib-metadata")
 site = Path(sysconfig.get_paths()["purelib"])
 owner = {}
 for dist in md.distributions(path=[str(site)]):
@@ -49,7 +53,8 @@ image.mkdir()
 kept = 0
 for entry in site.iterdir():
     owners = owner.get(entry.name, set())
-    if entry.suffix == ".pth" or (owners and owners <= drop):
+    # Kept: what belongs to the CUDA image's distributions only, less what is carried.
+    if entry.suffix == ".pth" or not owners or owners <= drop or not owners <= image_dists:
         continue
     (image / entry.name).symlink_to(entry)
     kept += 1
