@@ -602,7 +602,8 @@ class Bench:
         if sliced.get("failed"):
             sys.exit(f"emodraw-batch run failed on the slice: {sliced['error']}\n{sliced.get('stderr', '')[-2000:]}")
         rate = sliced["rows"] / max(sliced["label_s"], 1e-3)
-        reserve = a.baseline_seconds + 30 + 40 + 20  # baseline (+ its timed slice), agree, margin
+        steps = a.steps.split(",")  # the time the later steps need: baseline (+ its timed slice), agree, a margin
+        reserve = (a.baseline_seconds + 30 if "baseline" in steps else 0) + (a.agree_seconds + 10 if "agree" in steps else 0) + 20
         sizing = size_corpus(one["wall_s"], rate, self.budget.left() - reserve, a.fixed_share, a.slice_rows, a.max_rows)
         if a.rows:
             sizing["rows"] = a.rows  # given: no sizing
@@ -895,16 +896,17 @@ def worker_label(spec: dict[str, Any], t0: float = STARTED) -> dict[str, Any]:
         stats["batches"] += 1
         return inner_probs(input_ids, mask)
 
-    inner_forward = clf.forward
+    def timed(inner: Any) -> Any:  # submit (queue a window) and collect (wait for it): the model's share of the time
+        def call(*args: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return inner(*args)
+            finally:
+                stats["forward_s"] += time.perf_counter() - t
 
-    def timed_forward(ids: Any) -> Any:
-        t = time.perf_counter()
-        try:
-            return inner_forward(ids)
-        finally:
-            stats["forward_s"] += time.perf_counter() - t
+        return call
 
-    clf._forward_probs, clf.forward = counting, timed_forward
+    clf._forward_probs, clf.submit, clf.collect = counting, timed(clf.submit), timed(clf.collect)
     inner_prefetch = runner.prefetch
 
     def timed_prefetch(items: Any, depth: int = 1) -> Iterator[Any]:

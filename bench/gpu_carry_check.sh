@@ -40,8 +40,24 @@ norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
 carried = {norm(w.name.split("-")[0]) for w in (scratch / "whl").glob("*.whl")}
 drop = carried | {norm(n) for n in dropped}
 image_dists = {norm(n) for n in os.environ["IMAGE"].split()}  # what the CUDA image has
-if sys.version_info < (3, 12):  # dask imports the importlib-metadata backport below Python 3.12 only
+if sys.version_info < (3, 12):  # a backport that dask imports below Python 3.12 only
     image_dists.add("importlib-metadata")
+# The venv's versions of the image's packages may need more than the image lists (huggingface-hub:
+# httpx2): keep their own dependencies too, but never a dependency of a carried package alone.
+from packaging.requirements import Requirement
+todo = list(image_dists)
+while todo:
+    try:
+        requires = md.distribution(todo.pop()).requires or []
+    except md.PackageNotFoundError:
+        continue
+    for line in requires:
+        req = Requirement(line)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        if norm(req.name) not in image_dists:
+            image_dists.add(norm(req.name))
+            todo.append(norm(req.name))
 site = Path(sysconfig.get_paths()["purelib"])
 owner = {}
 for dist in md.distributions(path=[str(site)]):

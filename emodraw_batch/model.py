@@ -37,6 +37,21 @@ class Prediction:
     truncated: np.ndarray
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A window whose batches are queued on the device (`submit`); `collect` waits for it.
+
+    `order`: the row index of each output row; `probs`: the probabilities in that order, a numpy
+    array, or (CUDA) a pinned host tensor that an asynchronous copy is filling; `done`: the CUDA
+    event recorded behind that copy, the window's one host synchronisation (None elsewhere).
+    """
+
+    rows: int
+    order: np.ndarray
+    probs: Any
+    done: Any = None
+
+
 def column_name(label: str) -> str:
     """`prob_<label>` with the label made safe as a column name ("Very Sad" -> prob_very_sad)."""
     return "prob_" + (re.sub(r"[^0-9a-zA-Z]+", "_", label).strip("_").lower() or "label")
@@ -73,6 +88,17 @@ def pad_batch(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, pad_id:
     index = np.where(mask, starts[:, None] + position[None, :], 0)
     input_ids = np.where(mask, flat[index] if len(flat) else 0, pad_id).astype(np.int64)
     return input_ids, mask.astype(np.int64)
+
+
+def mask_kind(model: Any) -> str:
+    """How `_attention_mask` hands a padded batch's mask to this model: "sdpa" or "eager" (transformers 5
+    takes a ready 4D mask as it is) or "2d" (older transformers, other attention kernels)."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        return "2d"
+    kind = getattr(model.config, "_attn_implementation", None)
+    return kind if kind in ("sdpa", "eager") else "2d"
 
 
 class EncodedIds(list):
@@ -137,6 +163,7 @@ class EmotionClassifier:
         self.tokenizer: Any = None
         self._autocast: Any = None
         self._staging: Staging | None = None
+        self._mask_kind = "2d"  # see _attention_mask
         self._onnx: onnx_forward.OnnxForward | None = None
         self._ahead: tuple[list[list[int]], list[Any]] | None = None  # see head_start
         # A local checkpoint exported by an earlier run loads without torch or transformers (start-up).
@@ -187,6 +214,7 @@ class EmotionClassifier:
             self.model.to(self._autocast)  # weights in bf16/fp16; _run upcasts the logits for the softmax
             self._autocast = None
         self._staging = Staging(self.device) if self.fast["staging"] else None
+        self._mask_kind = mask_kind(self.model)
         self._model_call = self._compiled(self.fast["compile"]) if self.fast["compile"] else self.model
 
     def _set_attention(self, name: str) -> None:
@@ -256,22 +284,34 @@ class EmotionClassifier:
         return batches
 
     def forward(self, ids: list[list[int]]) -> np.ndarray:
-        """Probabilities for pre-tokenized rows, in the order given.
+        """Probabilities for pre-tokenized rows, in the order given: `collect(submit(ids))`."""
+        return self.collect(self.submit(ids))
 
-        Batches are padded with array operations only (no loop over rows). On CUDA the
-        per-batch results stay on the device and come back in one copy per call, so the host
-        queues batch k+1 while the GPU still runs batch k. Batches that `head_start` already
-        ran for these very ids are taken from it, not run again.
+    def submit(self, ids: list[list[int]]) -> Pending:
+        """Queue every batch of these rows on the device and return at once (CUDA) or when done.
+
+        Batches are padded with array operations only (no loop over rows), and nothing in the
+        forward pass waits for the GPU: on CUDA the batches' probabilities stay on the device and
+        one asynchronous copy brings them back, so the caller can prepare and queue the next window
+        while this one runs. Batches that `head_start` already ran for these very ids are taken
+        from it, not run again.
         """
-        probs = np.empty((len(ids), len(self.labels)), dtype=np.float32)
         if not ids:
-            return probs
+            return Pending(0, np.zeros(0, dtype=np.int64), np.empty((0, len(self.labels)), dtype=np.float32))
         ahead = self._take_ahead(ids)
         order, outputs = [], []
-        for k, (batch, input_ids, mask_or_lengths) in enumerate(self._batches(ids)):
+        for k, (batch, input_ids, lengths) in enumerate(self._batches(ids)):
             order.append(batch)
-            outputs.append(ahead[k] if k < len(ahead) else self._run_batch(input_ids, mask_or_lengths))
-        probs[np.concatenate(order)] = self._gather(outputs)
+            outputs.append(ahead[k] if k < len(ahead) else self._run_batch(input_ids, lengths))
+        return self._pending(len(ids), np.concatenate(order), outputs)
+
+    def collect(self, pending: Pending) -> np.ndarray:
+        """The probabilities of a submitted window, back in the rows' order (waits for its copy)."""
+        if pending.done is not None:
+            pending.done.synchronize()
+        probs = np.empty((pending.rows, len(self.labels)), dtype=np.float32)
+        host = pending.probs if isinstance(pending.probs, np.ndarray) else pending.probs.numpy()
+        probs[pending.order] = host
         return probs
 
     def head_start(self, ids: list[list[int]], stop: Callable[[], bool]) -> int:
@@ -282,10 +322,10 @@ class EmotionClassifier:
         so its result is exactly what it would have been. Only the latest head start is kept.
         """
         outputs: list[Any] = []
-        for _batch, input_ids, mask_or_lengths in self._batches(ids):
+        for _batch, input_ids, lengths in self._batches(ids):
             if stop():
                 break
-            outputs.append(self._run_batch(input_ids, mask_or_lengths))
+            outputs.append(self._run_batch(input_ids, lengths))
         self._ahead = (ids, outputs) if outputs else None
         return len(outputs)
 
@@ -294,42 +334,66 @@ class EmotionClassifier:
         return ahead[1] if ahead is not None and ahead[0] == ids else []
 
     def _batches(self, ids: list[list[int]]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Each batch in run order: its row indices, padded ids, and the mask (or, when staging, the lengths)."""
+        """Each batch in run order: its row indices, padded ids, and the rows' lengths (the mask is made from them)."""
         if not (self.fast["prepare_in_encode"] or self.fast["pad_multiple"] > 1 or self._staging is not None):
             flat, starts, lengths = flatten(ids)
             for batch in pack(lengths, self.batch_tokens):
-                input_ids, mask = pad_batch(flat, starts[batch], lengths[batch], self._pad_id)
-                yield batch, input_ids, mask
+                input_ids, _mask = pad_batch(flat, starts[batch], lengths[batch], self._pad_id)
+                yield batch, input_ids, lengths[batch]
             return
         ready = getattr(ids, "batches", None) if getattr(ids, "key", None) == self._batch_key() else None
-        for batch, input_ids, lengths in ready if ready is not None else self._prepare(ids):
-            if self._staging is not None:
-                yield batch, input_ids, lengths
-            else:
-                yield batch, input_ids, (np.arange(input_ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+        yield from ready if ready is not None else self._prepare(ids)
 
-    def _run_batch(self, input_ids: np.ndarray, mask_or_lengths: np.ndarray) -> Any:
-        if self._staging is not None:
-            return self._run_staged(input_ids, mask_or_lengths)
-        return self._run(input_ids, mask_or_lengths)
-
-    def _gather(self, outputs: list[Any]) -> np.ndarray:
-        """The batches' probabilities as one host array: numpy from ONNX Runtime, one device copy from torch."""
+    def _run_batch(self, input_ids: np.ndarray, lengths: np.ndarray) -> Any:
+        """One batch -> fp32 probabilities: a tensor on the model's device (no host sync), or numpy from ONNX Runtime."""
         if self._onnx is not None:
-            return np.concatenate(outputs)  # (and torch need not be imported at all)
-        import torch
-
-        return torch.cat(outputs).cpu().numpy()
-
-    def _run_staged(self, input_ids: np.ndarray, lengths: np.ndarray) -> Any:
-        """One batch through the reused host buffers; the mask is made on the device from the lengths."""
+            return self._onnx(input_ids, (np.arange(input_ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64))
         import torch
 
         with torch.inference_mode():
-            ids, lengths_on_device = self._staging.put(input_ids, lengths)
-            position = torch.arange(ids.shape[1], device=ids.device)
-            mask = (position[None, :] < lengths_on_device[:, None]).to(torch.int64)
-            return self._forward_probs(ids, mask)
+            if self._staging is not None:  # ids and lengths through the reused pinned buffers, one copy
+                ids, lengths_on_device = self._staging.put(input_ids, lengths)
+            else:
+                ids, lengths_on_device = self._to_device(input_ids), self._to_device(lengths)
+            return self._forward_probs(ids, self._attention_mask(lengths, lengths_on_device, input_ids.shape[1]))
+
+    def _attention_mask(self, lengths: np.ndarray, on_device: Any, width: int) -> Any:
+        """The batch's attention mask for the model, made on its device without a host synchronisation.
+
+        None when no row is padded (the host knows it from `lengths`): what transformers itself
+        passes on then, but only after asking the device with `padding_mask.all()`, one host sync
+        per batch. Otherwise, with transformers 5 and sdpa or eager attention, the 4D mask it would
+        build from the 2D one, element for element (masking_utils.sdpa_mask / eager_mask), which it
+        takes as it is; else the 2D mask, as before.
+        """
+        import torch
+
+        if len(lengths) and int(lengths.min()) == width:
+            return None
+        position = torch.arange(width, device=on_device.device)
+        padding = position[None, :] < on_device[:, None]
+        if self._mask_kind == "2d":
+            return padding.to(torch.int64)
+        full = (position[None, None, :, None] >= 0) & padding[:, None, None, :]  # (rows, 1, query, key)
+        if self._mask_kind == "sdpa":
+            return full
+        dtype = self.model.dtype  # eager: added to the scores in the embeddings' dtype
+        return torch.where(full, torch.zeros((), device=full.device, dtype=dtype), torch.finfo(dtype).min)
+
+    def _pending(self, rows: int, order: np.ndarray, outputs: list[Any]) -> Pending:
+        """The batches' probabilities on their way to the host: numpy at once, or one asynchronous CUDA copy."""
+        if self._onnx is not None:
+            return Pending(rows, order, np.concatenate(outputs))  # (and torch need not be imported at all)
+        import torch
+
+        probs = torch.cat(outputs)
+        if not self._cuda:
+            return Pending(rows, order, probs.numpy())
+        host = torch.empty(probs.shape, dtype=probs.dtype, pin_memory=True)
+        host.copy_(probs, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return Pending(rows, order, host, done)
 
     def _to_device(self, array: np.ndarray) -> Any:
         """Host array -> model device. On CUDA through pinned memory, so the copy is asynchronous."""
@@ -339,16 +403,6 @@ class EmotionClassifier:
         if not self._cuda:
             return tensor
         return tensor.pin_memory().to(self.device, non_blocking=True)
-
-    def _run(self, input_ids: np.ndarray, mask: np.ndarray) -> Any:
-        """One batch -> fp32 probabilities: a tensor on the model's device (no host sync here), or numpy from ONNX Runtime."""
-        if self._onnx is not None:
-            return self._onnx(input_ids, mask)
-        import torch
-
-        with torch.inference_mode():
-            input_ids, mask = self._to_device(input_ids), self._to_device(mask)
-            return self._forward_probs(input_ids, mask)
 
     def _forward_probs(self, input_ids: Any, mask: Any) -> Any:
         import torch

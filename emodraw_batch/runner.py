@@ -22,7 +22,7 @@ from .atomic import write_json
 from .config import RunConfig
 from .errors import OutputError
 from .layout import LABELS, STATS, STATS_SUMMARY, Layout, layout
-from .model import EmotionClassifier, Prediction, cached_classifier
+from .model import EmotionClassifier, Pending, Prediction, cached_classifier
 from .plan import Plan, ShardResult, plan
 from .prefetch import SerialWorker, prefetch
 from .reader import Shard, read_windows
@@ -118,9 +118,11 @@ def label_shard(
 ) -> ShardResult:
     """Label one shard into `out_dir/labels/<shard.name>`, streaming window by window.
 
-    Three stages overlap (see prefetch.py): a thread reads, cleans and tokenizes window
-    k+1 while this thread runs the model on window k and another writes window k-1.
-    Order and results are the same as running them one after the other.
+    The stages overlap (see prefetch.py): a thread reads, cleans and tokenizes window k+1
+    while the model runs window k and another thread writes window k-1; on a GPU, window k is
+    queued before window k-1's probabilities are collected (`EmotionClassifier.submit`), so the
+    device never waits for the host between windows. Order and results are the same as running
+    them one after the other.
     """
     clf = classifier or classifier_for(config)
     started = time.perf_counter()  # labelling time: the (cached) model load is start-up, not this shard
@@ -139,19 +141,35 @@ def label_shard(
     def write(table: pa.Table, status: np.ndarray, prediction: Prediction) -> None:
         writer.write(label_table(table, status, prediction, clf.labels, schema))
 
+    def finish(table: pa.Table, status: np.ndarray, ids: list[list[int]], cut: np.ndarray, pending: Pending) -> None:
+        nonlocal truncated
+        n_tokens = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
+        prediction = Prediction(clf.collect(pending), n_tokens, cut)
+        behind.submit(write, table, status, prediction)
+        emotions[:] += np.bincount(prediction.probs.argmax(axis=1), minlength=len(clf.labels))
+        kinds, counts = np.unique(status.astype(str), return_counts=True)
+        statuses.update(dict(zip(kinds.tolist(), counts.tolist())))
+        truncated += int(cut.sum())
+        if on_rows:
+            on_rows(table.num_rows)
+
     out = layout(out_dir)
     with AtomicParquetWriter(out.labels, shard.name, schema, out.fs) as writer:
         with SerialWorker(enabled=OVERLAP_WINDOWS > 0) as behind:
+            # On a GPU, one window in flight: window k is queued on the device before window k-1 is
+            # collected, post-processed and handed to the writer, so the GPU runs k while the host
+            # finishes k-1. Elsewhere submit() returns when done, and holding a window back gains nothing.
+            in_flight: tuple[Any, ...] | None = None
             for table, status, ids, cut in prefetch(encoded(), OVERLAP_WINDOWS):
-                n_tokens = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
-                prediction = Prediction(clf.forward(ids), n_tokens, cut)
-                behind.submit(write, table, status, prediction)
-                emotions += np.bincount(prediction.probs.argmax(axis=1), minlength=len(clf.labels))
-                kinds, counts = np.unique(status.astype(str), return_counts=True)
-                statuses.update(dict(zip(kinds.tolist(), counts.tolist())))
-                truncated += int(cut.sum())
-                if on_rows:
-                    on_rows(table.num_rows)
+                pending = clf.submit(ids)
+                if in_flight is not None:
+                    finish(*in_flight)
+                in_flight = (table, status, ids, cut, pending)
+                if pending.done is None:
+                    finish(*in_flight)
+                    in_flight = None
+            if in_flight is not None:
+                finish(*in_flight)
     # Give the memory pool's freed blocks back between shards: pyarrow's allocator (mimalloc) keeps
     # them otherwise, and each shard's peak lands on top of the last one's leftovers, so peak RSS
     # crept up with the number of shards (+50 MiB over 6 shards of 50k rows; tests/test_memory.py).
