@@ -362,12 +362,15 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     agree = results.get("agree")
     if agree and not agree.get("failed"):
-        lines += ["## Precision vs fp32 on the same GPU", "", "| model | variant | rows | = fp32 labels | max \\|Δp\\| | rows/s |",
-                  "|---|---|---:|---:|---:|---:|"]
+        lines += ["## Precision vs fp32 on the same GPU", "",
+                  "| model | variant | rows | = fp32 labels | max \\|Δp\\| | rows/s | mask: = 2D mask, syncs per window (2D mask) |",
+                  "|---|---|---:|---:|---:|---:|---|"]
         for model, variants in agree.get("models", {}).items():
             for name, v in variants.items():
+                mask = (f"{v['mask_kind']}: {v.get('same_as_2d_mask')}, {fmt(v.get('syncs_per_window'))} "
+                        f"({fmt(v.get('syncs_per_window_2d_mask'))})" if "mask_kind" in v else "-")
                 lines.append(f"| {model} | {name} ({v.get('precision')}) | {fmt(v.get('rows'))} | {fmt(v.get('agreement'), '.3%')} "
-                             f"| {fmt(v.get('max_abs_dprob'), '.1e')} | {fmt(v.get('rows_per_s'))} |")
+                             f"| {fmt(v.get('max_abs_dprob'), '.1e')} | {fmt(v.get('rows_per_s'))} | {mask} |")
         mem = agree.get("memory") or {}
         if mem:
             lines += ["", f"GPU memory (ALBERT-base shape, default precision): weights {fmt(mem.get('weights_mib'))} MiB, "
@@ -839,9 +842,43 @@ def worker_agree(spec: dict[str, Any]) -> dict[str, Any]:
                 reference = probs
             else:
                 entry.update(agreement(reference, probs))
+            if variant == "default" and clf.runtime == "torch":
+                entry.update(mask_check(clf, texts, probs))
             results[variant] = entry
             del clf
         out["models"][name] = results
+    return out
+
+
+def mask_check(clf: Any, texts: list[str], probs: Any) -> dict[str, Any]:
+    """The sync-free masks against the 2D mask transformers checks itself: same probabilities? And on
+    CUDA, the synchronising calls torch reports (sync debug mode) while one window is submitted, each way."""
+    import warnings
+
+    import numpy as np
+
+    out: dict[str, Any] = {"mask_kind": clf._mask_kind}
+    kind = clf._mask_kind
+    try:
+        clf._mask_kind = "2d"
+        out["same_as_2d_mask"] = bool(np.array_equal(probs, clf(texts).probs))
+        if clf.device.startswith("cuda"):
+            import torch
+
+            ids, _ = clf.encode(texts)
+            for name, mask in (("syncs_per_window", kind), ("syncs_per_window_2d_mask", "2d")):
+                clf._mask_kind = mask
+                torch.cuda.synchronize()
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    torch.cuda.set_sync_debug_mode("warn")
+                    try:
+                        clf.collect(clf.submit(ids))
+                    finally:
+                        torch.cuda.set_sync_debug_mode("default")
+                out[name] = sum("synchroniz" in str(w.message).lower() for w in caught)
+    finally:
+        clf._mask_kind = kind
     return out
 
 
