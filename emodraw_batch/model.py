@@ -155,6 +155,8 @@ class EmotionClassifier:
         self.fast["pad_multiple"] = max(int(self.fast["pad_multiple"]), 1)
         self.name = model
         self.device = resolve_device(device)
+        if self.fast["half_weights"] == "cuda":  # the default: measured to pay on GPUs only
+            self.fast["half_weights"] = self.device.startswith("cuda")
         self.precision = resolve_precision(precision, self.device)
         # Refused here, before the slow load, when it cannot run on this device and precision.
         self.runtime = onnx_forward.resolve_runtime(runtime, self.device, self.precision)

@@ -204,9 +204,21 @@ def test_fast_path_settings_parse_and_default_off():
         "compile": "reduce-overhead", "prepare_in_encode": False}
     with pytest.raises(ConfigError, match="Unknown fast path 'cuda_graphs'"):
         F.parse_fast_paths("cuda_graphs=1")
-    if not os.environ.get("EMODRAW_FAST_PATHS"):
-        assert F.FAST_PATH_DEFAULTS == {"half_weights": False, "staging": False, "prepare_in_encode": False,
+    assert F.parse_fast_paths("half_weights=cuda") == {"half_weights": "cuda"}
+    if not os.environ.get("EMODRAW_FAST_PATHS"):  # bf16 weights on CUDA only; the rest measured not to pay
+        assert F.FAST_PATH_DEFAULTS == {"half_weights": "cuda", "staging": False, "prepare_in_encode": False,
                                         "pad_multiple": 1, "attn_implementation": None, "compile": False}
+
+
+def test_half_weights_default_is_on_for_cuda_only(tiny_model, monkeypatch):
+    monkeypatch.setitem(F.FAST_PATH_DEFAULTS, "half_weights", "cuda")
+    import torch
+
+    clf = EmotionClassifier(tiny_model, device="cpu", precision="bf16")
+    assert clf.fast["half_weights"] is False and clf.fast_paths_on() == {}  # the CPU keeps autocast, recorded as exact
+    assert clf.model.dtype == torch.float32
+    explicit = EmotionClassifier(tiny_model, device="cpu", precision="bf16", half_weights=True)
+    assert explicit.model.dtype == torch.bfloat16 and explicit.fast_paths_on() == {"half_weights": True}
 
 
 def test_environment_sets_the_defaults_of_every_classifier_in_a_process(tiny_model):
