@@ -1,9 +1,10 @@
-"""The README's "Query with polars" section runs, as written, on real outputs of the tiny model.
+"""The polars queries of the docs run, as written, on real outputs of the tiny model.
 
-The python blocks of that section are executed in order, in one namespace, from a
-folder holding `out/sample/` (the README's `--output out/sample`) and two nightly
-outputs `out/nightly/run_date=.../`. Their results (by the names the README gives
-them) are checked against a recomputation in plain Python from pyarrow.
+The python blocks of the "Query with polars" section of docs/statistics.md (moved there
+from the README) are executed in order, in one namespace, from a folder holding
+`out/sample/` (the README's `--output out/sample`) and two nightly outputs
+`out/nightly/run_date=.../`; so is the query of the README's tour. Their results (by the
+names the docs give them) are checked against a recomputation in plain Python from pyarrow.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from conftest import make_texts, write_corpus
 from emodraw_batch.config import load_config
 from emodraw_batch.runner import run
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+STATISTICS = ROOT / "docs" / "statistics.md"
 NIGHTS = ("2026-11-23", "2026-11-24")
 
 
-def readme_blocks(section: str = "Query with polars") -> list[str]:
-    text = README.read_text()
+def python_blocks(page: Path, section: str) -> list[str]:
+    """The python code blocks of one `## section` of a Markdown page, in order."""
+    text = page.read_text()
     start = text.index(f"\n## {section}\n")
     end = text.find("\n## ", start + 1)
     body = text[start : end if end != -1 else len(text)]
@@ -68,17 +72,21 @@ def _rows(pattern: str, root: Path) -> list[dict]:
     return [row for path in sorted(root.glob(pattern)) for row in pq.read_table(path).to_pylist()]
 
 
-def test_readme_has_the_queries() -> None:
-    blocks = readme_blocks()
+def docs_blocks() -> list[str]:
+    return python_blocks(STATISTICS, "Query with polars")
+
+
+def test_docs_have_the_queries() -> None:
+    blocks = docs_blocks()
     assert len(blocks) >= 4
     assert all("pl.scan_parquet(" in b or "labels" in b for b in blocks)
 
 
-def test_readme_queries_run_and_are_right(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_docs_queries_run_and_are_right(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(workdir)
     namespace: dict = {}
-    for block in readme_blocks():
-        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    for block in docs_blocks():
+        exec(compile(block, "docs/statistics.md", "exec"), namespace)  # noqa: S102 - the docs' own code
     capsys.readouterr()
     rows = _rows("out/sample/labels/*.parquet", workdir)
     ok = [r for r in rows if r["status"] == "ok"]
@@ -111,6 +119,18 @@ def test_readme_queries_run_and_are_right(workdir: Path, monkeypatch: pytest.Mon
         assert dict(got_night.select("emotion", "rows").iter_rows()) == labelled
         assert got_night["share"].sum() == pytest.approx(1.0)
     assert per_night.schema["run_date"] == pl.Date
+
+
+def test_readme_tour_query_runs_and_is_right(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    (block,) = python_blocks(README, "A tour")
+    monkeypatch.chdir(workdir)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    capsys.readouterr()
+    labelled = Counter(r["emotion"] for r in _rows("out/sample/labels/*.parquet", workdir) if r["status"] == "ok")
+    shares = namespace["shares"]
+    assert dict(shares.select("emotion", "len").iter_rows()) == labelled
+    assert shares["len"].to_list() == sorted(labelled.values(), reverse=True)
 
 
 def test_emotion_is_a_plain_string_in_every_file_of_every_run(workdir: Path) -> None:
