@@ -119,7 +119,7 @@ def write_corpus(path: Path, texts: list[str]) -> Path:
 
 def checkpoint(work: Path, size: str, pool: list[str], source: str) -> Path:
     """An ALBERT of `size` with random weights and a tokenizer trained on the pool (cached)."""
-    from emodraw_batch.checkpoint import build_albert, train_tokenizer
+    from emodraw_batch.train.from_scratch import build_albert, train_tokenizer
 
     folder = work / f"albert-{size}-{'shared' if 'synthetic' not in source else 'synthetic'}"
     if not (folder / "config.json").is_file():
@@ -309,10 +309,10 @@ def model_load_s(model: Path, device: str, precision: str, env: dict[str, str]) 
     # As `run` loads it: its default runtime is auto (ONNX Runtime for fp32 on the CPU when installed),
     # where EmotionClassifier's own default is torch. A warm run (cached ONNX export) is measured.
     runtime = runtime or "auto"
-    accepts = "runtime" in inspect.signature(__import__("emodraw_batch.model").model.EmotionClassifier).parameters
+    accepts = "runtime" in inspect.signature(__import__("emodraw_batch.inference.classifier", fromlist=["EmotionClassifier"]).EmotionClassifier).parameters
     extra = f", runtime={runtime!r}" if accepts else ""
     code = (
-        "import time; t = time.perf_counter(); from emodraw_batch.model import EmotionClassifier; "
+        "import time; t = time.perf_counter(); from emodraw_batch.inference.classifier import EmotionClassifier; "
         f"EmotionClassifier({str(model)!r}, device={device!r}, precision={precision!r}{extra}); "
         "print(time.perf_counter() - t)"
     )
@@ -342,7 +342,7 @@ def agreement(baseline_out: Path, other_out: Path) -> dict[str, float]:
 def machine(device: str, threads: int) -> dict[str, Any]:
     import torch
 
-    from emodraw_batch.device import cpu_has_bf16
+    from emodraw_batch.inference.device import cpu_has_bf16
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -421,7 +421,7 @@ def main() -> None:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from emodraw_batch.device import cpu_has_bf16
+    from emodraw_batch.inference.device import cpu_has_bf16
 
     hf_logging.set_verbosity_error()
     cuda = args.device.startswith("cuda")

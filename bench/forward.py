@@ -41,9 +41,10 @@ def main() -> None:
     import pyarrow.parquet as pq
     import torch
 
-    from emodraw_batch.batching import pack
-    from emodraw_batch.device import CPU_BATCH_TOKENS
-    from emodraw_batch.model import EmotionClassifier, pad_batch
+    from emodraw_batch.inference.batching import pack
+    from emodraw_batch.inference.device import CPU_BATCH_TOKENS
+    from emodraw_batch.inference.batcher import pad_batch
+from emodraw_batch.inference.classifier import EmotionClassifier
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -58,7 +59,7 @@ def main() -> None:
         if runtime in ("torch", "torchgelu"):  # torchgelu: with loading.fuse_gelu applied
             clf = EmotionClassifier(str(args.model), device="cpu", precision=precision, batch_tokens=budget)
             if runtime == "torchgelu":
-                from emodraw_batch.loading import fuse_gelu
+                from emodraw_batch.inference.loading import fuse_gelu
 
                 fuse_gelu(clf.model)
             runners[v] = (lambda c: lambda i, m: c._run(i, m).numpy())(clf)
@@ -84,7 +85,7 @@ def main() -> None:
         if ids is None:
             clf0 = EmotionClassifier(str(args.model), device="cpu", precision="fp32")
             ids, _ = clf0.encode(texts)
-            pad_id = clf0._pad_id
+            pad_id = clf0.batcher.pad_id
         runners[v] = (runners[v], budget)
 
     lengths = np.array([len(i) for i in ids])

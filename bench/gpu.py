@@ -69,7 +69,7 @@ STEPS = ("imports", "peak", "setup", "size", "local", "dask", "baseline", "agree
 
 # What the CUDA image lacks (carried as wheels) and the project's own modules: all imported first.
 CARRIED = ("pydantic", "polars", "prefect", "prefect_dask", "dask", "distributed", "dask_cuda")
-PROJECT = ("emodraw_batch", "emodraw_batch.model", "emodraw_batch.runner", "emodraw_batch.stats", "flows",
+PROJECT = ("emodraw_batch", "emodraw_batch.inference.classifier", "emodraw_batch.job.runner", "emodraw_batch.analysis.stats", "flows",
            "flows.label", "flows.engines", "emodraw_cli.app")
 
 # The issue's targets; reported as pass / fail / not measured, never asserted.
@@ -794,8 +794,8 @@ def worker_agree(spec: dict[str, Any]) -> dict[str, Any]:
     """
     import pyarrow.parquet as pq
 
-    from emodraw_batch import device as D
-    from emodraw_batch.model import EmotionClassifier
+    from emodraw_batch.inference import device as D
+    from emodraw_batch.inference.classifier import EmotionClassifier
 
     cuda = spec["device"].startswith("cuda")
     files = sorted(Path(spec["corpus"]).glob("*.parquet"))
@@ -858,17 +858,18 @@ def mask_check(clf: Any, texts: list[str], probs: Any) -> dict[str, Any]:
 
     import numpy as np
 
-    out: dict[str, Any] = {"mask_kind": clf._mask_kind}
-    kind = clf._mask_kind
+    backend = clf.backend
+    out: dict[str, Any] = {"mask_kind": backend.mask_kind}
+    kind = backend.mask_kind
     try:
-        clf._mask_kind = "2d"
+        backend.mask_kind = "2d"
         out["same_as_2d_mask"] = bool(np.array_equal(probs, clf(texts).probs))
         if clf.device.startswith("cuda"):
             import torch
 
             ids, _ = clf.encode(texts)
             for name, mask in (("syncs_per_window", kind), ("syncs_per_window_2d_mask", "2d")):
-                clf._mask_kind = mask
+                backend.mask_kind = mask
                 torch.cuda.synchronize()
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
@@ -879,7 +880,7 @@ def mask_check(clf: Any, texts: list[str], probs: Any) -> dict[str, Any]:
                         torch.cuda.set_sync_debug_mode("default")
                 out[name] = sum("synchroniz" in str(w.message).lower() for w in caught)
     finally:
-        clf._mask_kind = kind
+        backend.mask_kind = kind
     return out
 
 
@@ -890,9 +891,9 @@ def worker_label(spec: dict[str, Any], t0: float = STARTED) -> dict[str, Any]:
     """
     import torch
 
-    from emodraw_batch import device as D
-    from emodraw_batch import model as M
-    from emodraw_batch import runner
+    from emodraw_batch.inference import device as D
+    from emodraw_batch.inference import classifier as M
+    from emodraw_batch.job import runner
     from emodraw_batch.config import RunConfig
 
     imported = time.perf_counter()
@@ -927,7 +928,7 @@ def worker_label(spec: dict[str, Any], t0: float = STARTED) -> dict[str, Any]:
     stats = {"padded_tokens": 0, "batches": 0, "forward_s": 0.0, "input_wait_s": 0.0, "write_wait_s": 0.0}
     first: list[float] = []
 
-    inner_probs = clf._forward_probs
+    inner_probs = clf.backend.forward_probs
 
     def counting(input_ids: Any, mask: Any) -> Any:
         stats["padded_tokens"] += int(input_ids.numel())
@@ -944,7 +945,7 @@ def worker_label(spec: dict[str, Any], t0: float = STARTED) -> dict[str, Any]:
 
         return call
 
-    clf._forward_probs, clf.submit, clf.collect = counting, timed(clf.submit), timed(clf.collect)
+    clf.backend.forward_probs, clf.submit, clf.collect = counting, timed(clf.submit), timed(clf.collect)
     inner_prefetch = runner.prefetch
 
     def timed_prefetch(items: Any, depth: int = 1) -> Iterator[Any]:
@@ -997,7 +998,7 @@ def worker_label(spec: dict[str, Any], t0: float = STARTED) -> dict[str, Any]:
                     reserved_mib=torch.cuda.memory_reserved() / 2**20)
     done = time.perf_counter()
     rows, tokens = output_rows_tokens(Path(spec["out"]))
-    staging = getattr(clf, "_staging", None)
+    staging = getattr(clf.backend, "staging", None)
     return {
         **info, **stats,
         "rows": rows, "tokens": tokens, "shards": len(results), "warmup_s": warmup_s,

@@ -5,7 +5,7 @@
 Exports the checkpoint once to ONNX (torch.onnx.export, cached in --cache; with --int8 also
 ONNX Runtime's dynamic int8 quantization of it), then runs it with onnxruntime: the fast
 tokenizer called directly (no transformers, no torch once exported), texts sorted by length and
-packed under a token budget (emodraw_batch.batching.pack, the same batching as emodraw-batch),
+packed under a token budget (emodraw_batch.inference.batching.pack, the same batching as emodraw-batch),
 softmax, labelled Parquet with the columns of bench/baseline.py. Prints its timings as one JSON
 line. Needs `pip install onnxruntime onnx` (bench only; emodraw-batch does not require them).
 """
@@ -77,7 +77,7 @@ def main() -> None:
     import pyarrow.parquet as pq
     from tokenizers import Tokenizer
 
-    from emodraw_batch.batching import pack
+    from emodraw_batch.inference.batching import pack
 
     options = ort.SessionOptions()
     if args.threads:

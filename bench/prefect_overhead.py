@@ -86,7 +86,7 @@ def main() -> None:
     env.update(HF_HUB_OFFLINE="1", PREFECT_HOME=str(work / "prefect"))
     flags = ["--model", args.model, "--shard-rows", str(shard_rows), "--json", "--no-progress"]
     cli = [str(Path(sys.executable).with_name("emodraw-batch")), "run", str(src)]
-    core = ("from emodraw_batch import runner; from emodraw_batch.config import RunConfig; "
+    core = ("from emodraw_batch.job import runner; from emodraw_batch.config import RunConfig; "
             f"runner.run([{str(src)!r}], {{out!r}}, RunConfig(model={args.model!r}, shard_rows={shard_rows}))")
     timed([*cli, "-o", str(work / "warm"), *flags], env)  # the Prefect database and the ONNX export, once
     proc, url = server(env)

@@ -103,10 +103,10 @@ def main() -> None:
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    from emodraw_batch import runner
+    from emodraw_batch.job import runner
     from emodraw_batch.config import load_config
-    from emodraw_batch.layout import layout
-    from emodraw_batch.writer import AtomicParquetWriter
+    from emodraw_batch.files.layout import layout
+    from emodraw_batch.files.writer import AtomicParquetWriter
 
     server = start_server()
     work = Path(tempfile.mkdtemp(prefix="emodraw-s3-bench-"))

@@ -92,10 +92,10 @@ def _patch_cli(m: Any) -> None:
 
 
 PATCHES = {
-    "emodraw_batch.validate": _patch_validate,
-    "emodraw_batch.plan": _patch_plan,
-    "emodraw_batch.runner": _patch_runner,
-    "emodraw_batch.model": _patch_model,
+    "emodraw_batch.job.validate": _patch_validate,
+    "emodraw_batch.job.plan": _patch_plan,
+    "emodraw_batch.job.runner": _patch_runner,
+    "emodraw_batch.inference.classifier": _patch_model,
     "flows.label": _patch_label,
     "emodraw_cli.app": _patch_cli,
     "flows.api": _patch_api,

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from emodraw_batch.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

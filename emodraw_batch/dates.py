@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import ConfigError
+from emodraw_batch.errors import ConfigError
 
 # {date}, {yesterday}, optionally with a strftime format: {date:%Y/%m/%d}. Other braces are left alone.
 _PLACEHOLDER = re.compile(r"\{(date|yesterday)(?::([^{}]+))?\}")

@@ -90,7 +90,7 @@ def run(
     from flows import api
 
     api.prestart()  # Prefect's temporary server starts on the other core while this process checks and loads
-    from emodraw_batch.validate import validate
+    from emodraw_batch.job.validate import validate
     from flows.settings import load_settings  # the run's settings and the engine's, from one TOML file
 
     cfg, engine_cfg = load_settings(
@@ -118,7 +118,7 @@ def run(
         retries=retries,
     )
     if report and charts is None:
-        from emodraw_batch.storage import is_uri
+        from emodraw_batch.files.storage import is_uri
 
         if is_uri(output):  # fail now, not after the labelling
             raise ConfigError(f"--report draws charts to a local folder, and the output {output!r} is not one. Pass --charts DIR too.")
@@ -126,7 +126,7 @@ def run(
     if job.advice:
         import warnings
 
-        from emodraw_batch.device import PrecisionWarning
+        from emodraw_batch.inference.device import PrecisionWarning
 
         err.print(f"[yellow]warning:[/] {job.advice}", highlight=False, soft_wrap=True)
         warnings.filterwarnings("ignore", category=PrecisionWarning)  # said once, not again at the model load
@@ -137,7 +137,7 @@ def run(
         summary = run_flow(job, engine_cfg, on_rows=bar.update)
     print_summary(summary, as_json)
     if report:
-        from emodraw_batch.report import build
+        from emodraw_batch.analysis.report import build
 
         err.print(f"report: {build(job.out, charts)}")
 
@@ -154,9 +154,9 @@ def stats(
     """Recompute DIR/stats/ from DIR/labels and print it (options not given are the run's)."""
     from rich.console import Console
 
-    from emodraw_batch import stats as st
-    from emodraw_batch.layout import layout
-    from emodraw_batch.report import console_tables
+    from emodraw_batch.analysis import stats as st
+    from emodraw_batch.files.layout import layout
+    from emodraw_batch.analysis.report import console_tables
 
     out = layout(output)
     options = st.run_options(out)
@@ -184,7 +184,7 @@ def report(
     charts: Optional[Path] = typer.Option(None, "--charts", help="Local folder for the charts (default DIR/charts; needed when DIR is s3://...)."),
 ) -> None:
     """Draw charts (PNG) and an HTML page under DIR/charts/ (or --charts) from DIR/stats/ (computed if missing)."""
-    from emodraw_batch.report import build
+    from emodraw_batch.analysis.report import build
 
     err.print(f"report: {build(output, charts)}")
 
@@ -264,7 +264,7 @@ def evaluate(
 ) -> None:
     """Score MODEL on labelled DATA: accuracy, macro/weighted F1, per-class scores, confusion matrix."""
     from emodraw_batch.config import load_config
-    from emodraw_batch.evaluate import evaluate as evaluate_model
+    from emodraw_batch.analysis.evaluate import evaluate as evaluate_model
 
     # The same settings (and checks) as `run` for the device, precision, max length and budget.
     cfg = load_config(device=device, precision=precision, max_length=max_length, batch_tokens=batch_tokens)
@@ -346,8 +346,8 @@ def distill(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bars."),
 ) -> None:
     """Distil TEACHER into a small ALBERT student on unlabelled texts; compare the two (DIR/distill.json)."""
-    from emodraw_batch.distill import distill as run_distill
-    from emodraw_batch.distill import make_config
+    from emodraw_batch.train.distill import distill as run_distill
+    from emodraw_batch.train.distill import make_config
 
     cfg = make_config(
         output, resume, teacher=teacher, texts=[str(t) for t in texts], student_size=student_size,

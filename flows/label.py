@@ -1,6 +1,6 @@
 """The Prefect flow that `emodraw-batch run` executes: plan the shards, label each one in a task, finish.
 
-The tasks are thin: all the work is `emodraw_batch.runner` (plan, label_shard, finish),
+The tasks are thin: all the work is `emodraw_batch.job.runner` (plan, label_shard, finish),
 which knows nothing of Prefect. A shard task returns its output path and small
 counts, never data. Where the shard tasks run is the config's engine (flows.engines).
 """
@@ -23,14 +23,15 @@ from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from prefect.settings import PREFECT_API_URL
 
-from emodraw_batch import lock, runner
+from emodraw_batch.files import lock
+from emodraw_batch.job import runner
 from emodraw_batch.config import RunConfig
 from emodraw_batch.dates import fill_dates, zone
 from emodraw_batch.errors import ConfigError, EmodrawError, ModelError
-from emodraw_batch.model import load_count
-from emodraw_batch.plan import Plan, ShardResult, plan
-from emodraw_batch.reader import Shard
-from emodraw_batch.validate import Job, validate
+from emodraw_batch.inference.classifier import load_count
+from emodraw_batch.job.plan import Plan, ShardResult, plan
+from emodraw_batch.files.reader import Shard
+from emodraw_batch.job.validate import Job, validate
 
 from . import engines
 from .settings import EngineConfig, as_parameters, load_settings

@@ -73,7 +73,7 @@ def assert_same_labels(a: pa.Table, b: pa.Table) -> None:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     """A tiny random ALBERT emotion classifier saved with save_pretrained (safetensors)."""
-    from emodraw_batch.checkpoint import build_albert, train_tokenizer
+    from emodraw_batch.train.from_scratch import build_albert, train_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-albert")
     tokenizer = train_tokenizer(make_texts(400, seed=1) + WORDS, vocab_size=300)

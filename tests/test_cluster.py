@@ -20,7 +20,7 @@ import pytest
 
 from conftest import assert_same_labels, labels, make_texts, write_corpus
 from emodraw_batch.config import load_config
-from emodraw_batch.runner import run
+from emodraw_batch.job.runner import run
 
 DASK = str(Path(sys.executable).with_name("dask"))
 TEMP = re.compile(r"^\.part-.*\.(\d+)\.tmp$")  # a shard being written: the writer's pid is in the name

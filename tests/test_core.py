@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import make_texts, write_corpus
 
-from emodraw_batch.batching import invert, length_order, pack
+from emodraw_batch.inference.batching import invert, length_order, pack
 from emodraw_batch.config import load_config
-from emodraw_batch.model import EmotionClassifier
-from emodraw_batch.runner import run
+from emodraw_batch.inference.classifier import EmotionClassifier
+from emodraw_batch.job.runner import run
 
 
 def labels_of(out_dir) -> pa.Table:

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from emodraw_batch.distill import DistillConfig, distill, make_config
+from emodraw_batch.train.distill import DistillConfig, distill, make_config
 from emodraw_batch.errors import ConfigError, OutputError
-from emodraw_batch.labelled import read_texts
+from emodraw_batch.files.labelled import read_texts
 from emodraw_batch.train import TrainConfig, train
 from test_train import StopAfter, labelled_rows, weights, write_lines
 

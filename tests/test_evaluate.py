@@ -14,8 +14,8 @@ import pytest
 from conftest import make_texts
 from emodraw_batch.emotions import EMOTIONS
 from emodraw_batch.errors import InputError
-from emodraw_batch.evaluate import evaluate
-from emodraw_batch.metrics import confusion_matrix, report
+from emodraw_batch.analysis.evaluate import evaluate
+from emodraw_batch.analysis.metrics import confusion_matrix, report
 
 REQUIRED = {"accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix", "labels"}
 
@@ -72,7 +72,7 @@ def labelled_file(tmp_path, n=120, seed=0, fmt="txt"):
 
 
 def test_evaluate_scores_the_classifier_predictions_and_saves_the_report(tiny_model, tmp_path):
-    from emodraw_batch.model import EmotionClassifier
+    from emodraw_batch.inference.classifier import EmotionClassifier
 
     path, texts, labels = labelled_file(tmp_path)
     result = evaluate(tiny_model, path, tmp_path / "eval", device="cpu")

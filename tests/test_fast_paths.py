@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_texts, write_corpus
-from emodraw_batch import runner
+from emodraw_batch.job import runner
 from emodraw_batch.config import RunConfig, load_config
 from emodraw_batch.errors import ConfigError
-from emodraw_batch.device import (
+from emodraw_batch.inference.device import (
     CPU_BATCH_TOKENS,
     MAX_GPU_BATCH_TOKENS,
     MIN_GPU_BATCH_TOKENS,
@@ -30,8 +30,9 @@ from emodraw_batch.device import (
     gpu_batch_tokens,
     resolve_precision,
 )
-from emodraw_batch.model import EmotionClassifier, pad_batch
-from emodraw_batch.prefetch import SerialWorker, prefetch
+from emodraw_batch.inference.batcher import pad_batch
+from emodraw_batch.inference.classifier import EmotionClassifier
+from emodraw_batch.job.prefetch import SerialWorker, prefetch
 
 # Approximate precisions on a well-conditioned random model (see `smooth_model`):
 # measured max |p - p_fp32| was 0.0045 (int8) and 0.0009 (bf16) on 400 texts.
@@ -48,7 +49,7 @@ def smooth_model(tmp_path_factory) -> str:
     """
     from conftest import WORDS
 
-    from emodraw_batch.checkpoint import build_albert, train_tokenizer
+    from emodraw_batch.train.from_scratch import build_albert, train_tokenizer
 
     folder = tmp_path_factory.mktemp("smooth-albert")
     tokenizer = train_tokenizer(make_texts(400, seed=1) + WORDS, vocab_size=300)
@@ -111,9 +112,9 @@ def test_token_budget_changes_nothing(tiny_model, budget):
 
 @pytest.mark.parametrize("chunk", [7, 4096])
 def test_direct_rust_tokenizer_equals_the_transformers_call(tiny_model, monkeypatch, chunk):
-    from emodraw_batch import model
+    from emodraw_batch.inference import batcher
 
-    monkeypatch.setattr(model, "ENCODE_CHUNK", chunk)  # 7: many chunks, the last one partial
+    monkeypatch.setattr(batcher, "ENCODE_CHUNK", chunk)  # 7: many chunks, the last one partial
     clf = EmotionClassifier(tiny_model, device="cpu")
     texts = make_texts(150, seed=2, max_words=90) + ["Ünïcode  ÉMOJI 😀 text", "x"]
     ids, truncated = clf.encode(texts)

@@ -143,7 +143,7 @@ def flow_run_for(output: Path):
 @pytest.fixture(scope="module")
 def reference(corpus, tiny_model, tmp_path_factory) -> pa.Table:
     """The same job through the plain in-process runner (no Prefect): what every engine must reproduce."""
-    from emodraw_batch import runner
+    from emodraw_batch.job import runner
 
     out = tmp_path_factory.mktemp("reference")
     runner.run([str(corpus)], out, load_config(None, model=tiny_model, shard_rows=60, device="cpu"))
@@ -151,7 +151,7 @@ def reference(corpus, tiny_model, tmp_path_factory) -> pa.Table:
 
 
 def test_cli_run_is_a_flow_run_in_prefect_history(prefect_api, corpus, tiny_model, reference, tmp_path):
-    from emodraw_batch.model import clear_cache
+    from emodraw_batch.inference.classifier import clear_cache
 
     clear_cache()  # `reference` loaded this model in this process already
     out = tmp_path / "out"
@@ -179,7 +179,7 @@ def test_the_flow_reuses_the_job_the_cli_validated(prefect_api, corpus, tiny_mod
     """The CLI validates (every input footer read) and hands the Job to its flow run, which does not read
     them again; a flow run started without it (a schedule, a direct call) validates itself."""
     import flows.label
-    from emodraw_batch.model import clear_cache
+    from emodraw_batch.inference.classifier import clear_cache
 
     calls = []
     validate = flows.label.validate
@@ -240,7 +240,7 @@ def flaky(monkeypatch):
 
     `fail[name] = n` fails its first n attempts with a RuntimeError; `fail[name] = exc` always raises exc.
     """
-    from emodraw_batch import runner
+    from emodraw_batch.job import runner
 
     real = runner.label_shard
     fail: dict[str, int | Exception] = {}

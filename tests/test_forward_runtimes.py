@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import make_texts
-from emodraw_batch import onnx_forward
+from emodraw_batch.inference.backends import onnx_forward
 from emodraw_batch.errors import ConfigError
-from emodraw_batch.model import EmotionClassifier
+from emodraw_batch.inference.classifier import EmotionClassifier
 
 SHIPPED = str(Path(__file__).resolve().parents[1] / "data" / "albert-mini-emotion")
 # Measured max |p_onnx - p_torch|: ~1e-6 on the shipped model, up to 1.7e-5 on the wide-initialised test model
@@ -57,14 +57,14 @@ def test_onnx_labels_equal_torch_fp32(which, request, cache):
 def test_export_is_cached_and_reused(cache, monkeypatch):
     first = EmotionClassifier(SHIPPED, device="cpu", precision="fp32", runtime="onnx")
     exported = list(cache.rglob("*.onnx"))
-    assert exported == [first._onnx.path]
+    assert exported == [first.backend.path]
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again although the cached graph is up to date")
 
     monkeypatch.setattr(onnx_forward, "export", no_export)
     second = EmotionClassifier(SHIPPED, device="cpu", precision="fp32", runtime="onnx")
-    assert second._onnx.path == first._onnx.path
+    assert second.backend.path == first.backend.path
     texts = make_texts(20, seed=1)
     np.testing.assert_array_equal(second(texts).probs, first(texts).probs)
 
@@ -100,8 +100,8 @@ def test_fused_gelu_keeps_the_torch_probabilities(tiny_model):
     import torch
     from transformers.activations import NewGELUActivation
 
-    from emodraw_batch.loading import fuse_gelu, load_checkpoint
-    from emodraw_batch.model import pad_batch
+    from emodraw_batch.inference.loading import fuse_gelu, load_checkpoint
+    from emodraw_batch.inference.batcher import pad_batch
 
     clf = EmotionClassifier(tiny_model, device="cpu", precision="fp32", runtime="torch")
     assert not any(isinstance(m, NewGELUActivation) for m in clf.model.modules())  # swapped at load
@@ -111,10 +111,10 @@ def test_fused_gelu_keeps_the_torch_probabilities(tiny_model):
     ids, _ = clf.encode(make_texts(64, seed=2))
     lengths = np.array([len(i) for i in ids])
     flat = np.concatenate([np.asarray(i) for i in ids])
-    input_ids, mask = pad_batch(flat, np.cumsum(lengths) - lengths, lengths, clf._pad_id)
+    input_ids, mask = pad_batch(flat, np.cumsum(lengths) - lengths, lengths, clf.batcher.pad_id)
     with torch.inference_mode():
         expected = plain(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(mask)).logits.softmax(-1)
-    np.testing.assert_allclose(clf._run_batch(input_ids, lengths).numpy(), expected.numpy(), atol=1e-6)
+    np.testing.assert_allclose(clf.backend.run(input_ids, lengths).numpy(), expected.numpy(), atol=1e-6)
     assert fuse_gelu(plain) > 0 and fuse_gelu(plain) == 0  # idempotent
 
 
@@ -128,7 +128,7 @@ def test_a_cached_export_loads_without_torch_and_labels_alike(cache):
     full = EmotionClassifier(SHIPPED, device="cpu", precision="fp32", runtime="onnx")  # exports
     expected = full(texts)
     code = (
-        "import sys, json; from emodraw_batch.model import EmotionClassifier; "
+        "import sys, json; from emodraw_batch.inference.classifier import EmotionClassifier; "
         f"c = EmotionClassifier({SHIPPED!r}, device='auto', precision='auto', runtime='auto'); "
         f"p = c({texts!r}); "
         "print(json.dumps([sorted(m for m in ('torch', 'transformers') if m in sys.modules), c.describe(), "
@@ -155,6 +155,6 @@ def test_a_cache_that_cannot_be_written_costs_the_export_not_the_run(tmp_path, m
     monkeypatch.setenv("EMODRAW_CACHE", str(blocker / "cache"))  # mkdir fails: NotADirectoryError
     texts = make_texts(30, seed=3)
     clf = EmotionClassifier(SHIPPED, device="cpu", precision="fp32", runtime="onnx")
-    assert clf.runtime == "onnx" and not str(clf._onnx.path).startswith(str(blocker))
+    assert clf.runtime == "onnx" and not str(clf.backend.path).startswith(str(blocker))
     exact = EmotionClassifier(SHIPPED, device="cpu", precision="fp32", runtime="torch")(texts)
     assert_same_labels(exact.probs, clf(texts).probs)

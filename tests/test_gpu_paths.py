@@ -23,10 +23,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_texts, write_corpus
-from emodraw_batch import fast_paths as F
-from emodraw_batch import model as M
+from emodraw_batch.inference import fast_paths as F
 from emodraw_batch.errors import ConfigError
-from emodraw_batch.model import EmotionClassifier
+from emodraw_batch.inference.batcher import EncodedIds
+from emodraw_batch.inference.classifier import EmotionClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED = str(ROOT / "data" / "albert-mini-emotion")
@@ -104,14 +104,14 @@ def test_torch_compile_gives_the_exact_labels(tiny_model, texts, exact):
     # The "eager" backend runs Dynamo's capture without code generation (inductor needs minutes here);
     # the GPU benchmark measures inductor and CUDA graphs ("reduce-overhead").
     clf = EmotionClassifier(tiny_model, device="cpu", batch_tokens=700, compile="backend:eager", pad_multiple=16)
-    assert clf._model_call is not clf.model
+    assert clf.backend.model_call is not clf.model
     assert_same_labels(clf(texts[:80]), EmotionClassifier(tiny_model, device="cpu", batch_tokens=700)(texts[:80]), EXACT_ATOL)
 
 
 def test_bucketed_batches_keep_every_row_once_within_the_budget(tiny_model, texts):
     clf = EmotionClassifier(tiny_model, device="cpu", batch_tokens=500, pad_multiple=16)
     ids, _ = clf.encode(texts)
-    batches = clf._prepare(ids)
+    batches = list(clf.batcher.pack(ids))
     rows = np.concatenate([b for b, _, _ in batches])
     assert sorted(rows.tolist()) == list(range(len(texts)))
     for batch, input_ids, lengths in batches:
@@ -120,22 +120,22 @@ def test_bucketed_batches_keep_every_row_once_within_the_budget(tiny_model, text
         assert np.array_equal(lengths, [len(ids[i]) for i in batch])
         for row, i in enumerate(batch):  # the row's ids, then padding
             assert input_ids[row, : lengths[row]].tolist() == ids[i]
-            assert (input_ids[row, lengths[row] :] == clf._pad_id).all()
+            assert (input_ids[row, lengths[row] :] == clf.batcher.pad_id).all()
 
 
 def test_prepared_batches_are_redone_when_the_budget_changed(tiny_model, texts, exact):
     clf = EmotionClassifier(tiny_model, device="cpu", batch_tokens=700, prepare_in_encode=True)
     ids, _ = clf.encode(texts)
-    assert isinstance(ids, M.EncodedIds) and ids.batches and ids == [list(x) for x in ids]
+    assert isinstance(ids, EncodedIds) and ids.batches and ids == [list(x) for x in ids]
     clf.batch_tokens = 300  # prepared for 700: forward must pack again, not reuse
     used = []
-    inner = clf._run_batch
+    inner = clf.backend.run
 
     def spy(input_ids, lengths):
         used.append(input_ids.size)
         return inner(input_ids, lengths)
 
-    clf._run_batch = spy
+    clf.backend.run = spy
     probs = clf.forward(ids)
     assert max(used) <= 300  # packed for the new budget (the tiny model has 64 positions: no row alone exceeds it)
     np.testing.assert_allclose(probs, exact.probs, atol=EXACT_ATOL)
@@ -175,7 +175,7 @@ def test_bf16_weights_stay_close_to_fp32_on_the_trained_checkpoint():
     texts = make_texts(400, seed=21, max_words=60)
     exact = EmotionClassifier(TRAINED, device="cpu", precision="fp32")(texts)
     clf = EmotionClassifier(TRAINED, device="cpu", precision="bf16", half_weights=True)
-    assert {p.dtype for p in clf.model.parameters()} == {torch.bfloat16} and clf._autocast is None
+    assert {p.dtype for p in clf.model.parameters()} == {torch.bfloat16} and clf.backend.autocast is None
     got = clf(texts)
     assert got.probs.dtype == np.float32 and not np.array_equal(got.probs, exact.probs)
     np.testing.assert_allclose(got.probs.sum(axis=1), 1.0, atol=1e-5)  # softmax in fp32
@@ -222,7 +222,7 @@ def test_half_weights_default_is_on_for_cuda_only(tiny_model, monkeypatch):
 
 
 def test_environment_sets_the_defaults_of_every_classifier_in_a_process(tiny_model):
-    code = ("from emodraw_batch.model import EmotionClassifier as C; "
+    code = ("from emodraw_batch.inference.classifier import EmotionClassifier as C; "
             f"print(C({tiny_model!r}, device='cpu', precision='bf16').describe()['fast_paths'])")
     env = {**os.environ, "EMODRAW_FAST_PATHS": "half_weights=1,pad_multiple=8", "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout

@@ -1,5 +1,9 @@
 """The layering: `emodraw_batch` (core) <- `flows` (Prefect, Dask) <- `emodraw_cli` (typer), no import circles.
 
+Inside the core, its subpackages in order: the base modules <- inference <- files <- analysis <-
+job <- train (`emodraw_batch/__init__.py`, the public API, may name any of them). And no class or
+function longer than 150 lines anywhere in the three layers.
+
 Checked on the source (AST), imports inside functions included, so a lazy import that
 breaks the rule fails here too; imports under `if TYPE_CHECKING:` never run and are skipped.
 """
@@ -13,6 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {"emodraw_batch": 0, "flows": 1, "emodraw_cli": 2}
+# The core's subpackages, lowest first; "" is the base modules right under emodraw_batch/.
+SUBPACKAGES = {"": 0, "inference": 1, "files": 2, "analysis": 3, "job": 4, "train": 5}
+MAX_LINES = 150
 # Third-party packages a layer must not import: orchestration stays out of the core,
 # the command-line toolkit out of everything below the command line.
 FORBIDDEN = {
@@ -75,7 +82,45 @@ def violations(root: Path) -> list[str]:
                     found.append(f"{name} imports {imported}: a lower layer must not import a higher one")
                 if top in FORBIDDEN[layer]:
                     found.append(f"{name} imports {imported}: {layer} must not use {top}")
+    found += subpackage_violations(root)
     found += [f"import circle: {' -> '.join(c)}" for c in circles(import_graph(root))]
+    return found
+
+
+def subpackage(module: str) -> str:
+    """The core subpackage a module of emodraw_batch belongs to ("" for the base modules)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in SUBPACKAGES) else ""
+
+
+def subpackage_violations(root: Path) -> list[str]:
+    """Imports inside the core that point from a lower subpackage to a higher one."""
+    found = []
+    for path in (root / "emodraw_batch").rglob("*.py"):
+        name = _module_name(path, root)
+        if name == "emodraw_batch":
+            continue  # the public API names anything, lazily
+        here = subpackage(name)
+        for imported in sorted(imports_of(path, root)):
+            if imported.split(".")[0] != "emodraw_batch" or imported == "emodraw_batch":
+                continue
+            there = subpackage(imported)
+            if SUBPACKAGES.get(there, 0) > SUBPACKAGES.get(here, 0):
+                found.append(f"{name} imports {imported}: emodraw_batch.{here or '(base)'} must not import "
+                             f"emodraw_batch.{there}, a higher layer of the core")
+    return found
+
+
+def long_definitions(root: Path) -> list[str]:
+    """Every class or function longer than MAX_LINES lines in the three layers."""
+    found = []
+    for layer in LAYERS:
+        for path in sorted((root / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > MAX_LINES:
+                        found.append(f"{path.relative_to(root)}: {node.name} is {lines} lines (at most {MAX_LINES}): split it by job")
     return found
 
 
@@ -107,6 +152,18 @@ def test_the_project_keeps_its_layers_and_has_no_import_circles():
     assert violations(ROOT) == []
 
 
+def test_no_class_or_function_is_longer_than_150_lines():
+    assert long_definitions(ROOT) == []
+
+
+def test_the_length_check_catches_a_long_function(tmp_path):
+    for layer in LAYERS:
+        (tmp_path / layer).mkdir()
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_LINES))
+    (tmp_path / "flows" / "long.py").write_text(f"def short():\n    pass\n\n\ndef long():\n{body}")
+    assert long_definitions(tmp_path) == [f"flows/long.py: long is {MAX_LINES + 1} lines (at most {MAX_LINES}): split it by job"]
+
+
 @pytest.mark.parametrize(
     "module, source, words",
     [
@@ -114,12 +171,18 @@ def test_the_project_keeps_its_layers_and_has_no_import_circles():
         ("emodraw_batch/bad.py", "from flows import label\n", "must not import a higher one"),
         ("flows/bad.py", "from emodraw_cli.app import app\n", "must not import a higher one"),
         ("emodraw_batch/a.py", "from . import b\n", "import circle"),
+        ("emodraw_batch/inference/bad.py", "from emodraw_batch.job import runner\n", "a higher layer of the core"),
+        ("emodraw_batch/bad.py", "def f():\n    from emodraw_batch.files.storage import x\n", "a higher layer of the core"),
+        ("emodraw_batch/files/bad.py", "from ..analysis import stats\n", "a higher layer of the core"),
     ],
 )
 def test_the_check_catches_a_wrong_import(tmp_path, module, source, words):
     for layer in LAYERS:
         (tmp_path / layer).mkdir()
         (tmp_path / layer / "__init__.py").write_text("")
+    for sub in ("inference", "files", "analysis", "job"):
+        (tmp_path / "emodraw_batch" / sub).mkdir()
+        (tmp_path / "emodraw_batch" / sub / "__init__.py").write_text("")
     (tmp_path / "emodraw_batch" / "b.py").write_text("from .a import x\n")
     (tmp_path / "emodraw_batch" / "a.py").write_text("x = 1\n")
     (tmp_path / module).write_text(source)

@@ -11,7 +11,7 @@ import warnings
 import pyarrow.fs as pafs
 import pytest
 
-from emodraw_batch import lease
+from emodraw_batch.files import lease
 
 
 class Refused(Exception):

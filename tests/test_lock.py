@@ -14,12 +14,12 @@ import pytest
 from conftest import make_texts, write_corpus
 from emodraw_batch.config import load_config
 from emodraw_batch.errors import OutputError
-from emodraw_batch.runner import run
+from emodraw_batch.job.runner import run
 
 HOLD = """
 import sys, time
-from emodraw_batch.layout import layout
-from emodraw_batch.lock import held
+from emodraw_batch.files.layout import layout
+from emodraw_batch.files.lock import held
 with held(layout(sys.argv[1])):
     print("held", flush=True)
     time.sleep(120)

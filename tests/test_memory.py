@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 JOB = """
 import json, re, sys
 from emodraw_batch.config import load_config
-from emodraw_batch.runner import run
+from emodraw_batch.job.runner import run
 cfg = load_config(model=sys.argv[1], device="cpu", max_length=16, window_rows=10_000, shard_rows=50_000)
 summary = run([sys.argv[2]], sys.argv[3], cfg)
 # VmHWM is this process's own peak RSS; ru_maxrss would include the forking parent's.

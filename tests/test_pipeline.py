@@ -20,12 +20,13 @@ import pytest
 import torch
 from conftest import make_texts, write_corpus
 
-from emodraw_batch import model as M
-from emodraw_batch import runner
+from emodraw_batch.inference import batcher as B
+from emodraw_batch.job import runner
 from emodraw_batch.config import RunConfig
-from emodraw_batch.model import EmotionClassifier
-from emodraw_batch.plan import plan
-from emodraw_batch.validate import validate
+from emodraw_batch.inference.backends import Pending
+from emodraw_batch.inference.classifier import EmotionClassifier
+from emodraw_batch.job.plan import plan
+from emodraw_batch.job.validate import validate
 
 SYNCS = ("__bool__", "item", "tolist", "cpu", "numpy")
 
@@ -54,11 +55,11 @@ def texts() -> list[str]:
 def reference(clf: EmotionClassifier, ids: list[list[int]]) -> np.ndarray:
     """Today's path before issue #20: every batch with its 2D int64 mask, transformers builds the rest."""
     probs = np.empty((len(ids), len(clf.labels)), dtype=np.float32)
-    flat, starts, lengths = M.flatten(ids)
+    flat, starts, lengths = B.flatten(ids)
     with torch.inference_mode():
-        for batch in M.pack(lengths, clf.batch_tokens):
-            input_ids, mask = M.pad_batch(flat, starts[batch], lengths[batch], clf._pad_id)
-            probs[batch] = clf._forward_probs(torch.from_numpy(input_ids), torch.from_numpy(mask)).numpy()
+        for batch in B.pack(lengths, clf.batch_tokens):
+            input_ids, mask = B.pad_batch(flat, starts[batch], lengths[batch], clf.batcher.pad_id)
+            probs[batch] = clf.backend.forward_probs(torch.from_numpy(input_ids), torch.from_numpy(mask)).numpy()
     return probs
 
 
@@ -67,9 +68,9 @@ def reference(clf: EmotionClassifier, ids: list[list[int]]) -> np.ndarray:
 def test_one_host_sync_per_window_and_the_same_probabilities(tiny_model, texts, syncs, attention, precision):
     clf = EmotionClassifier(tiny_model, device="cpu", precision=precision, batch_tokens=300,
                             attn_implementation=attention, half_weights=precision == "bf16")
-    assert clf._mask_kind == attention
+    assert clf.backend.mask_kind == attention
     ids, _ = clf.encode(texts)
-    batches = list(clf._batches(ids))
+    batches = list(clf.batcher.batches(ids))
     widths = [input_ids.shape[1] for _, input_ids, _ in batches]
     padded = sum(int(lengths.min()) < input_ids.shape[1] for _, input_ids, lengths in batches)
     assert len(batches) > 5 and 0 < padded < len(batches), widths  # both kinds of batch occur
@@ -100,7 +101,7 @@ def test_label_shard_queues_the_next_window_before_collecting_the_last(tiny_mode
     def async_submit(ids):
         pending = submit(ids)
         calls.append(("submit", len(calls)))
-        return M.Pending(pending.rows, pending.order, pending.probs, Event())
+        return Pending(pending.rows, pending.order, pending.probs, Event())
 
     def counted_collect(pending):
         calls.append(("collect", len(calls)))

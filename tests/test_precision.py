@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from emodraw_batch import device as device_mod
-from emodraw_batch import model as model_mod
+from emodraw_batch.inference import device as device_mod
+from emodraw_batch.inference import classifier as model_mod
 from emodraw_batch.config import RunConfig
-from emodraw_batch.device import PrecisionWarning, half_precision_advice, resolve_precision
+from emodraw_batch.inference.device import PrecisionWarning, half_precision_advice, resolve_precision
 from emodraw_batch.errors import ConfigError
-from emodraw_batch.model import EmotionClassifier
+from emodraw_batch.inference.classifier import EmotionClassifier
 
 SHIPPED = str(Path(__file__).resolve().parents[1] / "data" / "albert-mini-emotion")
 BF16_CPU = "flags : fpu sse avx2 avx512f avx512_vnni avx512_bf16"  # this project's AMD EPYC
@@ -125,7 +125,7 @@ def test_fast_keeps_99_percent_of_fp32_labels_on_the_shipped_model(cpuinfo, cpu,
 
 
 def test_run_manifest_records_fast_resolved(tmp_path, cpu, monkeypatch):
-    from emodraw_batch import runner
+    from emodraw_batch.job import runner
     from conftest import write_corpus
 
     cpu(AVX2_CPU)

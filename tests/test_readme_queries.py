@@ -21,7 +21,7 @@ import pytest
 from conftest import make_texts, write_corpus
 
 from emodraw_batch.config import load_config
-from emodraw_batch.runner import run
+from emodraw_batch.job.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

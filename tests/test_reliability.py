@@ -15,9 +15,9 @@ from conftest import make_texts, write_corpus
 
 from emodraw_batch.config import load_config
 from emodraw_batch.errors import InputError, ModelError, OutputError
-from emodraw_batch.model import EmotionClassifier
-from emodraw_batch.runner import classifier_for, label_shard, run
-from emodraw_batch.validate import validate
+from emodraw_batch.inference.classifier import EmotionClassifier
+from emodraw_batch.job.runner import classifier_for, label_shard, run
+from emodraw_batch.job.validate import validate
 
 
 def read_labels(out_dir) -> pa.Table:
@@ -213,7 +213,7 @@ def test_rerun_resumes_and_refuses_a_different_job(cfg, tmp_path, monkeypatch):
     # Precision `auto` is fp32 on this CPU: naming fp32 is the same job. Where CUDA makes `auto`
     # bf16 (a rerun on a GPU machine), it is another job, refused before any model loads.
     assert run([str(corpus)], tmp_path / "out", small.model_copy(update={"precision": "fp32"})).resumed == 5
-    from emodraw_batch import device
+    from emodraw_batch.inference import device
 
     monkeypatch.setattr(device, "no_gpu_here", lambda: False)  # (else device auto is the CPU without asking torch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -261,7 +261,7 @@ def test_damaged_data_pages_name_the_file_and_row_groups(cfg, tmp_path):
 
 
 def test_validate_writes_nothing_and_plan_claims_the_folder(cfg, tmp_path):
-    from emodraw_batch.plan import plan
+    from emodraw_batch.job.plan import plan
 
     corpus = write_corpus(tmp_path / "in.parquet", make_texts(30, seed=3), row_group_size=10)
     out = tmp_path / "out"
@@ -277,8 +277,8 @@ def test_validate_writes_nothing_and_plan_claims_the_folder(cfg, tmp_path):
 
 
 def test_a_rerun_with_nothing_left_loads_no_model(cfg, tmp_path):
-    from emodraw_batch import model
-    from emodraw_batch.runner import classifier_settings
+    from emodraw_batch.inference import classifier as model
+    from emodraw_batch.job.runner import classifier_settings
 
     corpus = write_corpus(tmp_path / "in.parquet", make_texts(30, seed=4), row_group_size=10)
     first = run([str(corpus)], tmp_path / "out", cfg)

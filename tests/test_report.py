@@ -1,4 +1,4 @@
-"""Charts and the HTML page (emodraw_batch.report) on a real output of the tiny model."""
+"""Charts and the HTML page (emodraw_batch.analysis.report) on a real output of the tiny model."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from emodraw_cli.app import app
 from emodraw_batch.emotions import COLORS as EMOTION_COLORS
-from emodraw_batch.report import colors
+from emodraw_batch.analysis.report import colors
 
 CHARTS = {"overall.png", "over_time.png", "by_source.png", "by_product_id.png"}
 

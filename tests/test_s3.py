@@ -21,12 +21,13 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import make_texts, write_corpus
-from emodraw_batch import atomic, runner
+from emodraw_batch import atomic
+from emodraw_batch.job import runner
 from emodraw_batch.config import load_config
 from emodraw_batch.errors import OutputError
-from emodraw_batch.layout import layout
-from emodraw_batch.storage import polars_options
-from emodraw_batch.validate import validate
+from emodraw_batch.files.layout import layout
+from emodraw_batch.files.storage import polars_options
+from emodraw_batch.job.validate import validate
 from emodraw_cli.app import app
 
 moto_server = pytest.importorskip("moto.server")
@@ -241,7 +242,7 @@ def test_sigkill_then_rerun_resumes_from_the_bucket(s3, tiny_model, tmp_path, pr
 
 def test_one_writer_per_bucket_prefix(s3, corpus, cfg, monkeypatch):
     """The lease object: a second run on a held prefix is refused naming the holder; released at the end."""
-    from emodraw_batch import lease, lock
+    from emodraw_batch.files import lease, lock
 
     monkeypatch.setattr(lease, "SETTLE_S", 0.05)
     out = layout("s3://labels-out/locked")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emodraw_batch.model import EmotionClassifier
+from emodraw_batch.inference.classifier import EmotionClassifier
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "albert-mini-emotion"
 

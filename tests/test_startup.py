@@ -28,7 +28,7 @@ atexit.register(lambda: print("RECORD " + json.dumps(record), file=sys.stderr, f
 
 flags = json.loads(sys.argv[1])
 if flags:
-    import emodraw_batch.device as device
+    import emodraw_batch.inference.device as device
     device.cpu_flags = lambda _=None: set(flags)
 
 import flows.api as api
@@ -165,15 +165,15 @@ def test_a_head_start_gives_forward_the_same_result_with_fewer_batches(tiny_mode
     """EmotionClassifier.head_start runs forward's own batches; forward reuses them only for the same ids."""
     import numpy as np
 
-    from emodraw_batch.model import EmotionClassifier
+    from emodraw_batch.inference.classifier import EmotionClassifier
 
     clf = EmotionClassifier(tiny_model, device="cpu", precision="fp32", batch_tokens=256)
     ids, _ = clf.encode(make_texts(120, seed=11))
     expected = clf.forward(ids)
     calls = []
-    run_batch = clf._run_batch
-    monkeypatch.setattr(clf, "_run_batch", lambda *a: calls.append(1) or run_batch(*a))
-    total = sum(1 for _ in clf._batches(ids))
+    run_batch = clf.backend.run
+    monkeypatch.setattr(clf.backend, "run", lambda *a: calls.append(1) or run_batch(*a))
+    total = sum(1 for _ in clf.batcher.batches(ids))
     assert total > 4
     ran = clf.head_start(ids, stop=lambda: len(calls) >= 3)
     assert ran == 3
@@ -189,9 +189,10 @@ def test_a_head_start_gives_forward_the_same_result_with_fewer_batches(tiny_mode
 
 
 def test_a_run_after_a_head_start_writes_the_same_labels(tiny_model, tmp_path, monkeypatch):
-    from emodraw_batch import model, runner
+    from emodraw_batch.inference import classifier as model
+    from emodraw_batch.job import runner
     from emodraw_batch.config import RunConfig
-    from emodraw_batch.validate import validate
+    from emodraw_batch.job.validate import validate
 
     corpus = write_corpus(tmp_path / "in.parquet", make_texts(300, seed=13), row_group_size=50)
     config = RunConfig(model=tiny_model, device="cpu", precision="fp32", batch_tokens=256, shard_rows=100, window_rows=60)
@@ -213,9 +214,10 @@ def test_a_run_after_a_head_start_writes_the_same_labels(tiny_model, tmp_path, m
 
 def test_a_head_start_that_fails_is_only_skipped(tiny_model, tmp_path, monkeypatch):
     """An unreadable first window ends the head start quietly; the shard's task meets the error and reports it."""
-    from emodraw_batch import model, runner
+    from emodraw_batch.inference import classifier as model
+    from emodraw_batch.job import runner
     from emodraw_batch.config import RunConfig
-    from emodraw_batch.validate import validate
+    from emodraw_batch.job.validate import validate
 
     corpus = write_corpus(tmp_path / "in.parquet", make_texts(40, seed=14))
     config = RunConfig(model=tiny_model, device="cpu", precision="fp32")

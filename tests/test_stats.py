@@ -1,4 +1,4 @@
-"""Statistics (emodraw_batch.stats) against a straightforward recomputation from hand-made labels."""
+"""Statistics (emodraw_batch.analysis.stats) against a straightforward recomputation from hand-made labels."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from emodraw_batch import stats
+from emodraw_batch.analysis import stats
 from emodraw_cli.app import app
 from emodraw_batch.config import load_config
 from emodraw_batch.errors import ConfigError, InputError
-from emodraw_batch.validate import validate
-from emodraw_batch.writer import added_fields
+from emodraw_batch.job.validate import validate
+from emodraw_batch.files.writer import added_fields
 
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -294,7 +294,7 @@ def test_plan_rejects_bad_options_before_the_model_loads(tmp_path: Path) -> None
 def test_run_writes_stats_matching_the_run_summary(tmp_path: Path, tiny_model: str) -> None:
     from conftest import make_texts, write_corpus
 
-    from emodraw_batch.runner import run
+    from emodraw_batch.job.runner import run
 
     texts = make_texts(50, seed=3) + ["", "   ", None]
     n = len(texts)

@@ -14,7 +14,7 @@ import pytest
 
 from emodraw_batch.emotions import EMOTIONS
 from emodraw_batch.errors import ConfigError, InputError, OutputError
-from emodraw_batch.labelled import label_order, read_labelled
+from emodraw_batch.files.labelled import label_order, read_labelled
 from emodraw_batch.train import TrainCallbacks, TrainConfig, bucketed_batches, make_config, train
 
 # Each label has its own keywords; the rest of a text is shared filler, so the label is learnable.
@@ -154,8 +154,8 @@ def test_training_lowers_validation_loss_and_saves_hf_folders(trained):
 
 def test_saved_checkpoint_reloads_with_identical_predictions(trained):
     """`run --model DIR` loads DIR with EmotionClassifier; it must reproduce the training-time validation."""
-    from emodraw_batch.metrics import report
-    from emodraw_batch.model import EmotionClassifier
+    from emodraw_batch.analysis.metrics import report
+    from emodraw_batch.inference.classifier import EmotionClassifier
 
     cfg, out, result = trained
     val = read_labelled(cfg.val)
@@ -200,7 +200,7 @@ def test_fine_tuning_a_base_checkpoint_gets_a_head_for_the_data_labels(tiny_mode
 
 
 def test_a_base_checkpoint_is_loaded_once_even_when_its_head_is_replaced(tiny_model, monkeypatch):
-    from emodraw_batch import loading
+    from emodraw_batch.inference import loading
     from emodraw_batch.train import start
 
     loads = []

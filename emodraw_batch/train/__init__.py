@@ -10,6 +10,8 @@ The output folder is itself a checkpoint, so `emodraw-batch run --model DIR` wor
     loop.py         optimizer, one epoch, validation, the loss
     checkpoints.py  DIR, DIR/last, metrics; reading them back to resume
     run.py          `fit` (any trainer's epochs, early stopping, saving) and `train`, make_config
+    distill.py      `distill`: a teacher labels a corpus (job.runner.run), a student learns from it
+    from_scratch.py a new ALBERT and a tokenizer trained offline (tests, benchmarks, --from-scratch)
 
 Names are imported on first use, so reading the defaults (the CLI help) costs no numpy or torch.
 """

@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..atomic import replacing, write_json, write_text
-from ..errors import ConfigError, OutputError
-from .config import FitSettings
-from .loop import METRICS, Session
+from emodraw_batch.atomic import replacing, write_json, write_text
+from emodraw_batch.errors import ConfigError, OutputError
+from emodraw_batch.train.config import FitSettings
+from emodraw_batch.train.loop import METRICS, Session
 
 LAST = "last"
 STATE = "trainer_state.json"

@@ -7,8 +7,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..config import check_device
-from .defaults import TUNED, defaults_for
+from emodraw_batch.config import check_device
+from emodraw_batch.train.defaults import TUNED, defaults_for
 
 Size = Literal["tiny", "mini", "small", "base"]
 

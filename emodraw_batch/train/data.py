@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..batching import length_order
-from ..model import flatten, pad_batch
+from emodraw_batch.inference.batching import length_order
+from emodraw_batch.inference.batcher import flatten, pad_batch
 
 # Batches are length-sorted within buckets of this many batches, then the batch order is shuffled:
 # little padding, yet every epoch sees a fresh mix.

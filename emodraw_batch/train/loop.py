@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from ..batching import pack
-from ..metrics import report
-from .config import FitSettings
-from .data import Split, bucketed_batches
+from emodraw_batch.inference.batching import pack
+from emodraw_batch.analysis.metrics import report
+from emodraw_batch.train.config import FitSettings
+from emodraw_batch.train.data import Split, bucketed_batches
 
 METRICS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "seconds")
 
@@ -94,7 +94,7 @@ def open_session(model: Any, pad_id: int, cfg: FitSettings, steps_per_epoch: int
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from ..device import default_batch_tokens, resolve_precision
+    from emodraw_batch.inference.device import default_batch_tokens, resolve_precision
 
     bf16 = (cfg.precision if cfg.precision != "auto" else resolve_precision("auto", device)) == "bf16"
     autocast = torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=bf16)

@@ -11,15 +11,23 @@ from typing import Any
 
 import numpy as np
 
-from ..config import build
-from ..labelled import Labelled, check_known, label_order, read_labelled
-from .checkpoints import (
-    LAST, best_epoch, check_output, finished, read_optimizer, read_state, save_best, save_last, write_metrics,
+from emodraw_batch.config import build
+from emodraw_batch.files.labelled import Labelled, check_known, label_order, read_labelled
+from emodraw_batch.train.checkpoints import (
+    LAST,
+    best_epoch,
+    check_output,
+    finished,
+    read_optimizer,
+    read_state,
+    save_best,
+    save_last,
+    write_metrics,
 )
-from .config import FitSettings, TrainConfig
-from .data import Split, encode
-from .loop import Objective, TrainCallbacks, open_session, run_epoch, steps_per_epoch
-from .start import from_base, from_folder, from_scratch, quiet_transformers
+from emodraw_batch.train.config import FitSettings, TrainConfig
+from emodraw_batch.train.data import Split, encode
+from emodraw_batch.train.loop import Objective, TrainCallbacks, open_session, run_epoch, steps_per_epoch
+from emodraw_batch.train.start import from_base, from_folder, from_scratch, quiet_transformers
 
 
 @dataclass
@@ -63,8 +71,8 @@ def fit(cfg: FitSettings, output: str | Path, prepare: Prepare, *, resume: bool 
 
     `record` is stored in the trainer state next to the settings (e.g. what the data was).
     """
-    from ..device import resolve_device
-    from ..loading import input_limits
+    from emodraw_batch.inference.device import resolve_device
+    from emodraw_batch.inference.loading import input_limits
 
     started = time.perf_counter()
     output = Path(output).expanduser()
@@ -121,7 +129,7 @@ def labelled_split(data: Labelled, tokenizer: Any, labels: list[str], max_length
 def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, overwrite: bool = False,
           callbacks: TrainCallbacks | None = None) -> TrainResult:
     """Fine-tune (cfg.base) or train from scratch (cfg.from_scratch) on labelled data; see `fit`."""
-    from ..loading import input_limits
+    from emodraw_batch.inference.loading import input_limits
 
     output = Path(output).expanduser()
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from emodraw_batch.errors import ModelError
 
 
 def quiet_transformers() -> None:
@@ -25,7 +25,7 @@ def from_scratch(texts: list[str], labels: Sequence[str], size: str, vocab_size:
     """A BPE tokenizer trained on `texts` and a randomly initialised ALBERT of `size`."""
     import torch
 
-    from ..checkpoint import new_albert, train_tokenizer
+    from emodraw_batch.train.from_scratch import new_albert, train_tokenizer
 
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(texts, vocab_size=vocab_size, kind="bpe")
@@ -36,7 +36,7 @@ def from_scratch(texts: list[str], labels: Sequence[str], size: str, vocab_size:
 
 def from_base(base: str, labels: Sequence[str], seed: int, allow_pickle: bool) -> tuple[Any, Any, list[str]]:
     """The base checkpoint, loaded once; its head is kept if it knows exactly `labels`, else replaced."""
-    from ..loading import load_checkpoint
+    from emodraw_batch.inference.loading import load_checkpoint
 
     tokenizer, model = load_checkpoint(base, allow_pickle=allow_pickle)
     have = model_labels(model)
@@ -76,6 +76,6 @@ def replace_head(model: Any, labels: Sequence[str], seed: int) -> None:
 
 
 def from_folder(folder: str | Path, allow_pickle: bool) -> tuple[Any, Any]:
-    from ..loading import load_checkpoint
+    from emodraw_batch.inference.loading import load_checkpoint
 
     return load_checkpoint(str(folder), allow_pickle=allow_pickle)

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .atomic import write_json
+from emodraw_batch.atomic import write_json
 
 SETTLE_S = 2.0
 RENEW_S = 60.0

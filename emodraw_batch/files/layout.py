@@ -21,9 +21,9 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from .atomic import TEMP_SUFFIX, remove
-from .errors import OutputError
-from .storage import filesystem, is_uri, scheme
+from emodraw_batch.atomic import TEMP_SUFFIX, remove
+from emodraw_batch.errors import OutputError
+from emodraw_batch.files.storage import filesystem, is_uri, scheme
 
 LABELS = "labels"
 STATS = "stats"

@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import replacing, write_json, write_text
-from .errors import ConfigError
+from emodraw_batch.atomic import replacing, write_json, write_text
+from emodraw_batch.errors import ConfigError
+from emodraw_batch.inference.backends import Pending, lengths_mask
 
 RUNTIMES = ("auto", "torch", "onnx")
 
@@ -186,6 +187,13 @@ class OnnxForward:
     def tokenizer_json(self) -> str:
         """The checkpoint's tokenizer as saved at export (model.truncating_tokenizer sets it up)."""
         return (self.folder / "tokenizer.json").read_text()
+
+    def run(self, input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """One batch -> fp32 probabilities (numpy: ONNX Runtime returns when done)."""
+        return self(input_ids, lengths_mask(input_ids, lengths))
+
+    def pending(self, rows: int, order: np.ndarray, outputs: list[np.ndarray]) -> Pending:
+        return Pending(rows, order, np.concatenate(outputs))  # (and torch need not be imported at all)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         logits = self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from emodraw_batch.errors import ConfigError
 
 # GPU fast paths (issue #11), each switchable per classifier by the constructor keyword of the same
 # name, so that bench/gpu.py can A/B them. EXACT is every path off: today's exact path, and the

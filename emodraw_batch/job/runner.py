@@ -17,18 +17,22 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import __version__, lock, resume, stats
-from .atomic import write_json
-from .config import RunConfig
-from .errors import OutputError
-from .layout import LABELS, STATS, STATS_SUMMARY, Layout, layout
-from .model import EmotionClassifier, Pending, Prediction, cached_classifier
-from .plan import Plan, ShardResult, plan
-from .prefetch import SerialWorker, prefetch
-from .reader import Shard, read_windows
-from .text import OK, prepare
-from .validate import Job, validate
-from .writer import AtomicParquetWriter, label_table, output_schema, read_metadata
+from emodraw_batch import __version__
+from emodraw_batch.files import lock
+from emodraw_batch.job import resume
+from emodraw_batch.analysis import stats
+from emodraw_batch.atomic import write_json
+from emodraw_batch.config import RunConfig
+from emodraw_batch.errors import OutputError
+from emodraw_batch.files.layout import LABELS, STATS, STATS_SUMMARY, Layout, layout
+from emodraw_batch.inference.backends import Pending
+from emodraw_batch.inference.classifier import EmotionClassifier, Prediction, cached_classifier
+from emodraw_batch.job.plan import Plan, ShardResult, plan
+from emodraw_batch.job.prefetch import SerialWorker, prefetch
+from emodraw_batch.files.reader import Shard, read_windows
+from emodraw_batch.text import OK, prepare
+from emodraw_batch.job.validate import Job, validate
+from emodraw_batch.files.writer import AtomicParquetWriter, label_table, output_schema, read_metadata
 
 OnRows = Callable[[int], None]
 # Windows read and tokenized ahead of the model (and written behind it); 0 runs all stages inline.

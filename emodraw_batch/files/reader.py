@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .errors import InputError
-from .storage import filesystem, is_uri
+from emodraw_batch.errors import InputError
+from emodraw_batch.files.storage import filesystem, is_uri
 
 _GLOB_CHARS = set("*?[")
 

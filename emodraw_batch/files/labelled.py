@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .emotions import EMOTIONS
-from .errors import InputError
-from .text import OK, prepare
+from emodraw_batch.emotions import EMOTIONS
+from emodraw_batch.errors import InputError
+from emodraw_batch.text import OK, prepare
 
 PARQUET = (".parquet", ".pq")
 CSV = {".csv": ",", ".tsv": "\t"}

@@ -18,12 +18,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import stats as st
-from .emotions import COLORS
-from .atomic import replacing
-from .errors import OutputError
-from .layout import Layout, layout
-from .text import OK
+from emodraw_batch.analysis import stats as st
+from emodraw_batch.emotions import COLORS
+from emodraw_batch.atomic import replacing
+from emodraw_batch.errors import OutputError
+from emodraw_batch.files.layout import Layout, layout
+from emodraw_batch.text import OK
 
 if TYPE_CHECKING:
     import polars as pl

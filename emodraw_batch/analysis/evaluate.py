@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .labelled import check_known, read_labelled
-from .metrics import report
-from .atomic import replacing, write_json, write_text
+from emodraw_batch.files.labelled import check_known, read_labelled
+from emodraw_batch.analysis.metrics import report
+from emodraw_batch.atomic import replacing, write_json, write_text
 
 CHUNK_ROWS = 8192  # texts per classifier call: bounds memory and paces the progress bar
 
@@ -39,7 +39,7 @@ def evaluate(
     on_rows: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Classify every labelled text with `model` and compare the top label with the true one."""
-    from .model import EmotionClassifier
+    from emodraw_batch.inference.classifier import EmotionClassifier
 
     started = time.perf_counter()
     labelled = read_labelled(data, text_column, label_column)  # before the model loads: bad input fails fast

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .errors import EmodrawError, InputError
+from emodraw_batch.errors import EmodrawError, InputError
 
 
 def is_uri(path: str | Path) -> bool:

@@ -14,11 +14,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from .atomic import write_json
-from .config import RunConfig
-from .errors import OutputError
-from .layout import RUN_FILE, WRITTEN, Layout
-from .reader import Inputs, Shard
+from emodraw_batch.atomic import write_json
+from emodraw_batch.config import RunConfig
+from emodraw_batch.errors import OutputError
+from emodraw_batch.files.layout import RUN_FILE, WRITTEN, Layout
+from emodraw_batch.files.reader import Inputs, Shard
 
 
 def fingerprint(config: RunConfig) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def fingerprint(config: RunConfig) -> dict[str, Any]:
     Unresolved, a job that crashed on a GPU (auto = bf16) and is rerun on a CPU (auto = fp32)
     would resume as "the same job" and mix two precisions in one output folder.
     """
-    from .device import resolve_device, resolve_precision
+    from emodraw_batch.inference.device import resolve_device, resolve_precision
 
     values = config.fingerprint()
     if config.precision in ("auto", "fast"):  # both mean something different on another machine

@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from emodraw_batch.errors import ConfigError
 
 # Measured on ALBERT-base (bench/, README "Performance"): on a CPU, batches of ~1k tokens keep the
 # activations in cache and ran 1.9x faster than batches of 8k (17 vs 9 rows/s, 2 threads).

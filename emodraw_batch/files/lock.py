@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import lease
-from .errors import OutputError
-from .layout import Layout
+from emodraw_batch.files import lease
+from emodraw_batch.errors import OutputError
+from emodraw_batch.files.layout import Layout
 
 
 def _holder() -> dict[str, Any]:

@@ -27,16 +27,16 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ConfigError, InputError, OutputError
-from .atomic import replacing_in
-from .layout import STATS, STATS_SUMMARY, Layout, layout
-from .storage import polars_options
-from .text import OK
+from emodraw_batch.errors import ConfigError, InputError, OutputError
+from emodraw_batch.atomic import replacing_in
+from emodraw_batch.files.layout import STATS, STATS_SUMMARY, Layout, layout
+from emodraw_batch.files.storage import polars_options
+from emodraw_batch.text import OK
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from .config import RunConfig
+    from emodraw_batch.config import RunConfig
 
 # polars duration strings for datetimes (`1h`, `1d`, `1w`, `1mo`, `1d12h`, ...); the integer-index
 # unit `i` is left out on purpose because it means nothing for a time column.

@@ -26,11 +26,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from .atomic import replacing, write_json
-from .errors import ConfigError, OutputError
-from .config import build
-from .train.config import FitSettings, Size
-from .train.loop import Objective, TrainCallbacks, soften
+from emodraw_batch.atomic import replacing, write_json
+from emodraw_batch.errors import ConfigError, OutputError
+from emodraw_batch.config import build
+from emodraw_batch.train.config import FitSettings, Size
+from emodraw_batch.train.loop import Objective, TrainCallbacks, soften
 
 CONFIG = "config.json"
 CORPUS = "corpus.parquet"
@@ -134,7 +134,7 @@ class Corpus:
 
 def read_corpus(cfg: DistillConfig) -> Corpus:
     """Read every --texts file (and --val); hold out cfg.val_share of the texts when there is no --val."""
-    from .labelled import read_labelled, read_texts
+    from emodraw_batch.files.labelled import read_labelled, read_texts
 
     texts = [t for path in cfg.texts for t in read_texts(path, cfg.text_column)[0]]
     parts = np.full(len(texts), "train", dtype=object)
@@ -178,9 +178,9 @@ def label_with_teacher(cfg: DistillConfig, output: Path, on_rows: Callable[[int]
     """The teacher's probabilities for every corpus row, via `run` into DIR/teacher (which resumes)."""
     import json
 
-    from .config import load_config
-    from .model import column_name
-    from .runner import run
+    from emodraw_batch.config import load_config
+    from emodraw_batch.inference.classifier import column_name
+    from emodraw_batch.job.runner import run
 
     config = load_config(model=cfg.teacher, id_column="row", device=cfg.device, max_length=cfg.max_length,
                          shard_rows=SHARD_ROWS, allow_pickle=cfg.allow_pickle)
@@ -196,10 +196,10 @@ def label_with_teacher(cfg: DistillConfig, output: Path, on_rows: Callable[[int]
 
 def student_setup(cfg: DistillConfig, corpus: Corpus, teacher: TeacherLabels, resume_from: Path | None) -> Any:
     """The `fit` Setup: the student model and the corpus with the teacher's soft targets."""
-    from .loading import input_limits
-    from .train.data import Split, encode
-    from .train.run import Setup
-    from .train.start import from_base, from_folder, from_scratch
+    from emodraw_batch.inference.loading import input_limits
+    from emodraw_batch.train.data import Split, encode
+    from emodraw_batch.train.run import Setup
+    from emodraw_batch.train.start import from_base, from_folder, from_scratch
 
     train_rows, val_rows = corpus.rows("train"), corpus.rows(corpus.held)
     train_texts = [corpus.texts[i] for i in train_rows]
@@ -228,8 +228,8 @@ def student_setup(cfg: DistillConfig, corpus: Corpus, teacher: TeacherLabels, re
 def train_student(cfg: DistillConfig, output: Path, corpus: Corpus, teacher: TeacherLabels,
                   callbacks: TrainCallbacks | None = None) -> Any:
     """Train DIR/student with `train`'s loop; continues DIR/student/last when it exists."""
-    from .train.checkpoints import LAST, STATE
-    from .train.run import fit
+    from emodraw_batch.train.checkpoints import LAST, STATE
+    from emodraw_batch.train.run import fit
 
     folder = output / "student"
     resume = (folder / LAST / STATE).is_file()
@@ -243,7 +243,7 @@ def train_student(cfg: DistillConfig, output: Path, corpus: Corpus, teacher: Tea
 
 def model_size(folder: str) -> dict[str, int]:
     """Parameters, and bytes on disk of the checkpoint files (weights, config, tokenizer)."""
-    from .loading import load_checkpoint
+    from emodraw_batch.inference.loading import load_checkpoint
 
     _, model = load_checkpoint(folder)
     files = [p for p in Path(folder).expanduser().iterdir() if p.is_file() and p.name not in NOT_MODEL]
@@ -256,8 +256,8 @@ def benchmark(model: str, texts_parquet: Path, out: Path, cfg: DistillConfig) ->
     """Labelling rows/s with `run` (model loaded, as `run` times its shards) and the labels it gave."""
     import json
 
-    from .config import load_config
-    from .runner import run
+    from emodraw_batch.config import load_config
+    from emodraw_batch.job.runner import run
 
     config = load_config(model=model, device=cfg.device, max_length=cfg.max_length, allow_pickle=cfg.allow_pickle)
     summary = run([str(texts_parquet)], out, config, overwrite=True)
@@ -268,9 +268,9 @@ def benchmark(model: str, texts_parquet: Path, out: Path, cfg: DistillConfig) ->
 
 def compare(cfg: DistillConfig, output: Path, corpus: Corpus, teacher: TeacherLabels) -> dict[str, Any]:
     """Agreement on the held-out texts; accuracy and macro F1 on --test; size and rows/s of both models."""
-    from .evaluate import evaluate
-    from .labelled import read_labelled
-    from .model import EmotionClassifier
+    from emodraw_batch.analysis.evaluate import evaluate
+    from emodraw_batch.files.labelled import read_labelled
+    from emodraw_batch.inference.classifier import EmotionClassifier
 
     student = str(output / "student")
     held = corpus.rows(corpus.held)

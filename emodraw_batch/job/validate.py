@@ -15,13 +15,15 @@ from typing import Any
 
 from pyarrow.fs import FileType
 
-from . import lock, resume, stats
-from .config import RunConfig
-from .errors import InputError, OutputError
-from .layout import Layout, layout
-from .reader import Inputs, Shard, plan_shards, scan
-from .storage import is_uri
-from .writer import ADDED
+from emodraw_batch.files import lock
+from emodraw_batch.job import resume
+from emodraw_batch.analysis import stats
+from emodraw_batch.config import RunConfig
+from emodraw_batch.errors import InputError, OutputError
+from emodraw_batch.files.layout import Layout, layout
+from emodraw_batch.files.reader import Inputs, Shard, plan_shards, scan
+from emodraw_batch.files.storage import is_uri
+from emodraw_batch.files.writer import ADDED
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,13 @@ def check_model(config: RunConfig) -> str | None:
     """
     import warnings
 
-    from . import onnx_forward
-    from .device import PrecisionWarning, half_precision_advice, resolve_device, resolve_precision
+    from emodraw_batch.inference.backends import onnx_forward
+    from emodraw_batch.inference.device import (
+        PrecisionWarning,
+        half_precision_advice,
+        resolve_device,
+        resolve_precision,
+    )
 
     device = resolve_device(config.device)
     with warnings.catch_warnings():

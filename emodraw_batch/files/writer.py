@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .atomic import replacing_in
-from .model import Prediction
-from .text import OK
+from emodraw_batch.atomic import replacing_in
+from emodraw_batch.inference.classifier import Prediction
+from emodraw_batch.text import OK
 
 ADDED = ("emotion", "score", "n_tokens", "truncated", "status")
 METADATA_KEY = b"emodraw"

@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
+from emodraw_batch.errors import ModelError
 
 
 def position_limit(config: Any, default: int) -> int:

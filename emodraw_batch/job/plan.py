@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import resume
-from .layout import LABELS, Layout
-from .reader import Shard
-from .validate import Job
+from emodraw_batch.job import resume
+from emodraw_batch.files.layout import LABELS, Layout
+from emodraw_batch.files.reader import Shard
+from emodraw_batch.job.validate import Job
 
 
 @dataclass

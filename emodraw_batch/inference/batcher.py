@@ -1,0 +1,126 @@
+"""From texts to padded batches: tokenize in bulk, sort by length, pack under a token budget, pad.
+
+numpy and the Rust tokenizer only (no torch), so it runs in a prefetching thread and imports
+fast. A batch is (row indices, padded input ids, the rows' lengths); the forward backends make
+the attention mask from the lengths.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from emodraw_batch.inference.batching import pack
+from emodraw_batch.inference.fast_paths import bucket_width
+
+# Texts per call of the Rust tokenizer: big enough for its thread pool, small enough to bound memory.
+ENCODE_CHUNK = 4096
+
+Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # (row indices, input ids (rows, width), lengths)
+
+
+def flatten(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flat, starts, lengths): rows of token ids stored back to back, the layout `pad_batch` pads from."""
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+    return flat, np.cumsum(lengths) - lengths, lengths
+
+
+def pad_batch(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) of shape (rows, longest) from rows stored back to back in `flat`."""
+    width = int(lengths.max()) if len(lengths) else 0
+    position = np.arange(width)
+    mask = position[None, :] < lengths[:, None]
+    # Positions past a row's end read some valid index and are then overwritten with padding.
+    index = np.where(mask, starts[:, None] + position[None, :], 0)
+    input_ids = np.where(mask, flat[index] if len(flat) else 0, pad_id).astype(np.int64)
+    return input_ids, mask.astype(np.int64)
+
+
+def truncating_tokenizer(tokenizer_json: str, max_length: int, side: str) -> Any:
+    """A private Rust tokenizer from its JSON, set to truncate exactly as `tokenizer(..., truncation=True)`.
+
+    Calling it directly skips the per-row Python that the transformers wrapper spends turning
+    every encoding into dicts of lists (about a third of tokenization time); a private copy,
+    because the wrapper resets the shared one's truncation state on every call.
+    """
+    from tokenizers import Tokenizer
+
+    rust = Tokenizer.from_str(tokenizer_json)
+    rust.no_padding()
+    rust.enable_truncation(max_length, direction=side)
+    return rust
+
+
+class EncodedIds(list):
+    """encode()'s token ids: a plain list of lists, which may carry the window's batches ready to run.
+
+    With `prepare_in_encode`, the prefetch thread packs and pads here; `Batcher.batches` uses
+    them only if they were made for its current token budget and padding, else it packs again.
+    """
+
+    batches: list[Batch] | None = None
+    key: tuple[int, int, int] | None = None  # (batch_tokens, pad_multiple, pad_id) they were made for
+
+
+class Batcher:
+    """Sort, pack, pad: the classifier's inputs, in the order the model runs them.
+
+    `batch_tokens` may change between calls (a test or a caller re-sizing the budget): batches
+    prepared for another budget are packed again.
+    """
+
+    def __init__(self, tokenizer_json: str, max_length: int, side: str, pad_id: int, batch_tokens: int,
+                 pad_multiple: int = 1, prepare_in_encode: bool = False) -> None:
+        self.rust = truncating_tokenizer(tokenizer_json, max_length, side)
+        self.pad_id = pad_id
+        self.batch_tokens = batch_tokens
+        self.pad_multiple = max(int(pad_multiple), 1)
+        self.prepare_in_encode = prepare_in_encode
+
+    def encode(self, texts: list[str]) -> tuple[EncodedIds, np.ndarray]:
+        """Token ids (truncated to max_length) and a truncated flag, in bulk Rust calls.
+
+        Safe to call from a prefetching thread while the model runs: the Rust call releases the GIL.
+        """
+        encode_batch = getattr(self.rust, "encode_batch_fast", self.rust.encode_batch)  # _fast: no offsets
+        ids = EncodedIds()
+        truncated = np.zeros(len(texts), dtype=bool)
+        # In chunks: a Rust Encoding (tokens, masks, offsets) weighs ~6 KB for a tweet, so a whole
+        # 50k-row window at once would briefly cost ~300 MB; only the ids are kept.
+        for start in range(0, len(texts), ENCODE_CHUNK):
+            encodings = encode_batch(texts[start : start + ENCODE_CHUNK])
+            ids.extend(e.ids for e in encodings)
+            truncated[start : start + len(encodings)] = [len(e.overflowing) > 0 for e in encodings]
+        if self.prepare_in_encode:
+            ids.batches, ids.key = list(self.pack(ids)), self.key()
+        return ids, truncated
+
+    def key(self) -> tuple[int, int, int]:
+        return (int(self.batch_tokens), self.pad_multiple, int(self.pad_id))
+
+    def batches(self, ids: list[list[int]]) -> Iterator[Batch]:
+        """Each batch in run order: prepared by `encode` for this very budget, or packed now."""
+        ready = getattr(ids, "batches", None) if getattr(ids, "key", None) == self.key() else None
+        return iter(ready) if ready is not None else self.pack(ids)
+
+    def pack(self, ids: list[list[int]]) -> Iterator[Batch]:
+        """The rows' batches, longest first, each within the token budget.
+
+        With pad_multiple > 1 each batch is padded to its width rounded up (a length bucket), and
+        the budget counts the rounded widths; the extra positions are padding under the mask.
+        """
+        if not ids:
+            return
+        flat, starts, lengths = flatten(ids)
+        multiple = self.pad_multiple
+        widths = np.where(lengths > 0, -(-lengths // multiple) * multiple, 0) if multiple > 1 else lengths
+        for batch in pack(widths, self.batch_tokens):
+            input_ids, _ = pad_batch(flat, starts[batch], lengths[batch], self.pad_id)
+            width = bucket_width(input_ids.shape[1], multiple)
+            if width > input_ids.shape[1]:
+                input_ids = np.pad(input_ids, ((0, 0), (0, width - input_ids.shape[1])), constant_values=self.pad_id)
+            yield batch, input_ids, lengths[batch]

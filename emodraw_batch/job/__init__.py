@@ -1,0 +1,10 @@
+"""The job: validate, plan once, label every shard, finish; resumable and safe to rerun.
+
+    validate.py     every check before a run, no side effects -> Job
+    plan.py         claim the output, find finished shards -> Plan
+    resume.py       what "the same job" is, which shard outputs are complete
+    runner.py       label_shard (the pipelined loop), finish (manifest, statistics), run (without Prefect)
+    prefetch.py     overlap reading/tokenizing and writing with the model
+
+Imports everything below it (base, inference, files, analysis); flows/ orchestrates these steps.
+"""
