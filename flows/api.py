@@ -21,8 +21,10 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 _server: subprocess.Popen | None = None
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP proxy
 _port: int | None = None
 
@@ -45,6 +47,35 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _die_with_parent() -> Any:
+    """A `preexec_fn` that makes the server end when this process dies, whatever the signal (Linux).
+
+    Without it a run killed by SIGKILL (the OOM killer, a scheduler's timeout) leaves the server,
+    ~200 MB, running under pid 1 for good: `atexit` never runs then. The kernel sends the child
+    SIGTERM when the thread that started it ends, so `prestart` must be called from the main
+    thread (the CLI does). Elsewhere (macOS) there is no such call: the server is stopped at exit
+    and on the signals Python handles, but not after a SIGKILL of the run. libc is resolved here,
+    in the parent: the child, between fork and exec, only makes the call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def child() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the call: nobody would send the signal
+            os._exit(0)
+
+    return child
+
+
 def prestart() -> None:
     """Launch the temporary server now, unless an API is configured; returns at once."""
     global _server, _port
@@ -63,6 +94,7 @@ def prestart() -> None:
          "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(_port),
          "--log-level", "error", "--lifespan", "on"],
         env=env,
+        preexec_fn=_die_with_parent(),  # noqa: PLW1509 - called first thing, from the main thread
     )
     atexit.register(stop)
 

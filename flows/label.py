@@ -251,11 +251,15 @@ def run(job: Job, engine: EngineConfig, on_rows: OnRows | None = None) -> dict[s
 
     from prefect.settings import temporary_settings
 
-    with ThreadPoolExecutor(1) as pool:
-        api = pool.submit(start_api)  # mostly waiting for the server process: runs beside the model load
-        if engine.engine == "local" and job.rows > job.finished_rows:
-            runner.classifier_for(job.config)  # the shard tasks of this process reuse it
-            runner.head_start(job, stop=api.done)  # and the first shard's model work starts before Prefect is up
-        url = api.result()
-    with temporary_settings({PREFECT_API_URL: url}), reporting(on_rows, job):
-        return label_corpus(list(job.specs), job.out.uri, as_parameters(job.config, engine), job.overwrite)
+    # The folder's lock first, before Prefect: of two runs started together, the second is refused
+    # here with one paragraph, not inside the flow with Prefect's traceback. The flow takes it again
+    # (a no-op in this process) and it is held through the flow, whatever the engine.
+    with lock.held(job.out):
+        with ThreadPoolExecutor(1) as pool:
+            api = pool.submit(start_api)  # mostly waiting for the server process: runs beside the model load
+            if engine.engine == "local" and job.rows > job.finished_rows:
+                runner.classifier_for(job.config)  # the shard tasks of this process reuse it
+                runner.head_start(job, stop=api.done)  # and the first shard's model work starts before Prefect is up
+            url = api.result()
+        with temporary_settings({PREFECT_API_URL: url}), reporting(on_rows, job):
+            return label_corpus(list(job.specs), job.out.uri, as_parameters(job.config, engine), job.overwrite)

@@ -73,9 +73,35 @@ def check(out: Layout) -> None:
         os.close(fd)  # closing the descriptor releases a lock taken just to look
 
 
+# Lock files this process holds: taking one again (the CLI takes it before Prefect starts, the flow
+# it runs then takes it too) is a no-op, not a refusal of itself.
+_HELD: dict[str, int] = {}
+
+
 @contextmanager
 def held(out: Layout) -> Iterator[None]:
-    """Hold the folder's lock while the block runs; refuse at once if another run holds it."""
+    """Hold the folder's lock while the block runs; refuse at once if another run holds it.
+
+    Re-entrant within a process: a block nested in one that holds the same folder's lock runs as is.
+    """
+    key = out.lock_file
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    with _hold(out):
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            _HELD.pop(key, None)
+
+
+@contextmanager
+def _hold(out: Layout) -> Iterator[None]:
     if out.remote:
         with lease.Lease(out.fs, out.lock_file, _refuser(out)):
             yield
