@@ -58,7 +58,7 @@ def _group() -> None:
 def run(
     inputs: list[str] = typer.Argument(..., help="Parquet files, folders or quoted globs (local or s3://, gs://...)."),
     output: str = typer.Option(..., "--output", "-o", help="Output folder (local, or s3://bucket/prefix; credentials from AWS_* env vars): labels/, manifest.json, stats/."),
-    model: Optional[str] = typer.Option(None, help=f"Hub id or local checkpoint folder (default: {run_default('model')})."),
+    model: Optional[str] = typer.Option(None, help=f"Hub id, local checkpoint folder, or `offline` (the distilled model shipped with emodraw-batch) (default: {run_default('model')})."),
     revision: Optional[str] = typer.Option(None, help="Hub revision (branch, tag or commit)."),
     text_column: Optional[str] = typer.Option(None, help=f"Column holding the text (default: {run_default('text_column')})."),
     id_column: Optional[str] = typer.Option(None, help="Optional id column (checked for duplicates)."),
@@ -290,7 +290,7 @@ def schedule(
     inputs: list[str] = typer.Option([], "--input", "-i", help="Input pattern (repeatable), e.g. 'tweets/{date}/*.parquet'."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Output folder pattern, e.g. 'out/{date}'."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML run config (e.g. configs/nightly.toml)."),
-    model: Optional[str] = typer.Option(None, help="Hub id or local checkpoint folder (overrides the config)."),
+    model: Optional[str] = typer.Option(None, help="Hub id, local checkpoint folder, or `offline` (the shipped model) (overrides the config)."),
     name: str = typer.Option("nightly", help="Deployment name (the flow is emodraw-label)."),
     next_runs: Optional[int] = typer.Option(None, "--next", min=1, help="Print the next N run times and their folders, then exit without serving."),
 ) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from emodraw_batch.inference.backends import Forward
-from emodraw_batch.inference.loading import check_local_weights, input_limits, load_checkpoint, position_limit
+from emodraw_batch.inference.loading import check_local_weights, input_limits, load_checkpoint, position_limit, resolve_model
 
 
 @dataclass
@@ -33,13 +33,16 @@ def load(model: str, revision: str | None, max_length: int, allow_pickle: bool, 
     """The checkpoint `model` ready to run on `device` in `precision` with `runtime` and the fast paths `fast`."""
     from emodraw_batch.inference.backends import onnx_forward
 
+    model, fixed_revision = resolve_model(model)  # `offline`: the packaged folder, a hash of its weights
     cached = onnx_forward.load_cached(model) if runtime == "onnx" else None
     if cached is not None:
         check_local_weights(Path(model).expanduser(), allow_pickle)  # the refusal of the full load
         backend, meta = cached
         return Loaded(backend, list(meta["labels"]), int(meta["pad_id"]), min(max_length, int(meta["max_positions"])),
-                      revision or meta["revision"], backend.tokenizer_json(), meta["truncation_side"])
-    return _load_with_transformers(model, revision, max_length, allow_pickle, device, precision, runtime, fast)
+                      revision or fixed_revision or meta["revision"], backend.tokenizer_json(), meta["truncation_side"])
+    loaded = _load_with_transformers(model, revision, max_length, allow_pickle, device, precision, runtime, fast)
+    loaded.revision = revision or fixed_revision or loaded.revision
+    return loaded
 
 
 def _load_with_transformers(model: str, revision: str | None, max_length: int, allow_pickle: bool, device: str,

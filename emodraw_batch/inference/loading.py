@@ -58,6 +58,31 @@ def fuse_gelu(model: Any) -> int:
     return swapped
 
 
+OFFLINE = "offline"  # --model offline: the distilled model shipped inside the package
+
+
+def packaged_model() -> Path:
+    """The folder of the model shipped inside the package (emodraw_batch/models/albert-mini-emotion)."""
+    return Path(__file__).resolve().parents[1] / "models" / "albert-mini-emotion"
+
+
+def resolve_model(name: str) -> tuple[str, str | None]:
+    """(where to load `name` from, its revision when the name fixes it).
+
+    `offline` is the packaged model; its revision is a hash of its weights, so the manifest says
+    exactly which weights labelled the rows. (A folder named "offline" is `./offline`.)
+    """
+    if name != OFFLINE:
+        return name, None
+    import hashlib
+
+    weights = packaged_model() / "model.safetensors"
+    if not weights.is_file():
+        raise ModelError(f"--model offline: the model shipped with emodraw-batch is missing from this installation "
+                         f"({str(weights.parent)!r}). Reinstall emodraw-batch, or pass a checkpoint folder with --model DIR.")
+    return str(weights.parent), "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+
+
 def check_local_weights(folder: Path, allow_pickle: bool) -> None:
     if any(folder.glob("*.safetensors")):
         return
@@ -122,7 +147,8 @@ def load_checkpoint(name: str, revision: str | None = None, allow_pickle: bool =
         raise ModelError(
             f"Model {name!r} is not a local folder, is not in the Hugging Face cache, and the hub cannot be reached "
             "(offline machine, firewall, or HF_HUB_OFFLINE=1). Download the checkpoint on a machine with access "
-            "(`huggingface-cli download ID --local-dir DIR`) and pass the folder with --model DIR."
+            "(`huggingface-cli download ID --local-dir DIR`) and pass the folder with --model DIR, or use the model "
+            "shipped with emodraw-batch: --model offline (a distilled ALBERT, 3.5 MB, no download)."
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=False)
@@ -141,7 +167,8 @@ def load_checkpoint(name: str, revision: str | None = None, allow_pickle: bool =
         raise ModelError(
             f"Could not load model {name!r} from the Hugging Face hub ({first}). If the hub is unreachable "
             "(offline machine, firewall) download the checkpoint elsewhere with "
-            "`huggingface-cli download` and pass its local folder with --model PATH. "
+            "`huggingface-cli download` and pass its local folder with --model PATH, or use the model shipped "
+            "with emodraw-batch: --model offline. "
             "If only pickle weights exist, --allow-pickle loads them."
         ) from None
     if not getattr(tokenizer, "is_fast", False):
