@@ -85,6 +85,7 @@ def run(
     workers: Optional[int] = typer.Option(None, help="Dask worker processes (default: one per GPU, else cores/4)."),
     address: Optional[str] = typer.Option(None, help="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (with --engine dask)."),
     retries: Optional[int] = typer.Option(None, help=f"Retries of a failing shard task before the run fails (default: {engine_default('retries')})."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also show Prefect's logs of failures the run explains (with their tracebacks)."),
 ) -> None:
     """Label every text in INPUTS and write labelled Parquet, a manifest and statistics."""
     from flows import api
@@ -134,7 +135,7 @@ def run(
 
     with RowProgress(progress and not as_json and sys.stderr.isatty()) as bar:
         bar.start(job.rows, job.finished_rows)
-        summary = run_flow(job, engine_cfg, on_rows=bar.update)
+        summary = run_flow(job, engine_cfg, on_rows=bar.update, verbose=verbose)
     print_summary(summary, as_json)
     if report:
         from emodraw_batch.analysis.report import build

@@ -7,6 +7,7 @@ counts, never data. Where the shard tasks run is the config's engine (flows.engi
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -245,7 +246,44 @@ def start_api() -> str:
     return server.api_url
 
 
-def run(job: Job, engine: EngineConfig, on_rows: OnRows | None = None) -> dict[str, Any]:
+class ExplainedFailures(logging.Filter):
+    """Keeps off the terminal Prefect's logs of failures that the run explains in its one paragraph.
+
+    Dropped: a log whose exception is an EmodrawError or an environment error (OSError: a full disk,
+    an unreachable store), with its traceback, and the "Finished in state Failed" lines. Kept: all
+    else, and the traceback of any other exception (a bug). Prefect's API and UI get every log.
+    """
+
+    EXPLAINED = (EmodrawError, OSError)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("prefect"):
+            return True
+        if record.exc_info and record.exc_info[1] is not None:
+            return not isinstance(record.exc_info[1], self.EXPLAINED)
+        return not (record.levelno >= logging.ERROR and str(record.msg).startswith("Finished in state"))
+
+
+@contextmanager
+def terminal_logs(verbose: bool) -> Iterator[None]:
+    """Prefect's console handlers without the explained failures (all of them with --verbose)."""
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()  # Prefect configures its handlers on first use: now, so that there are some to filter
+    console = [logging.getLogger(name) for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs")]
+    handlers = [h for lg in console for h in lg.handlers if type(h).__name__ != "APILogHandler"
+                and isinstance(h, logging.StreamHandler)]
+    quiet = ExplainedFailures()
+    for handler in [] if verbose else handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+
+
+def run(job: Job, engine: EngineConfig, on_rows: OnRows | None = None, verbose: bool = False) -> dict[str, Any]:
     """Execute the flow for a validated job here, reporting to PREFECT_API_URL or a temporary local Prefect API."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -261,5 +299,5 @@ def run(job: Job, engine: EngineConfig, on_rows: OnRows | None = None) -> dict[s
                 runner.classifier_for(job.config)  # the shard tasks of this process reuse it
                 runner.head_start(job, stop=api.done)  # and the first shard's model work starts before Prefect is up
             url = api.result()
-        with temporary_settings({PREFECT_API_URL: url}), reporting(on_rows, job):
+        with temporary_settings({PREFECT_API_URL: url}), reporting(on_rows, job), terminal_logs(verbose):
             return label_corpus(list(job.specs), job.out.uri, as_parameters(job.config, engine), job.overwrite)

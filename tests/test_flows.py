@@ -318,8 +318,32 @@ def test_a_model_error_is_not_retried_and_stops_the_run(prefect_api, corpus, tin
     assert result.exit_code == 1
     message = final_error(result.stderr)
     assert "broken weights" in message and "Traceback" not in message
+    # The paragraph only: Prefect's log of the same error, with its traceback, stays in Prefect.
+    assert "Traceback" not in result.stderr and "Encountered exception" not in result.stderr, result.stderr
     # Retrying cannot fix the model, and every other shard would fail the same way.
     assert attempts["part-00000-00000.parquet"] == 1 and len(attempts) < 6
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_an_environment_error_is_one_paragraph_unless_verbose(prefect_api, corpus, tiny_model, flaky, fast_retry,
+                                                               tmp_path, verbose):
+    fail, _attempts = flaky
+    fail["part-00000-00000.parquet"] = OSError(28, "No space left on device")
+    args = [str(corpus), "--output", str(tmp_path / "out"), "--model", tiny_model, "--shard-rows", "60"]
+    result = cli.invoke(app, ["run", *args, "--device", "cpu", "--config", str(fast_retry), "--no-progress",
+                              *(["--verbose"] if verbose else [])])
+    assert result.exit_code == 1
+    assert "No space left on device" in final_error(result.stderr)
+    assert ("Traceback" in result.stderr) is verbose, result.stderr  # Prefect's logs, on the terminal only if asked
+
+
+def test_an_unexpected_exception_keeps_its_traceback(prefect_api, corpus, tiny_model, flaky, tmp_path):
+    fail, _attempts = flaky
+    fail["part-00000-00000.parquet"] = KeyError("a bug")
+    args = [str(corpus), "--output", str(tmp_path / "out"), "--model", tiny_model, "--shard-rows", "60"]
+    result = cli.invoke(app, ["run", *args, "--device", "cpu", "--retries", "0", "--no-progress"])
+    assert result.exit_code == 1
+    assert "Traceback" in result.stderr and "KeyError" in result.stderr  # a bug is shown, not hidden
 
 
 def test_input_errors_appear_before_prefect_starts(corpus, tiny_model, tmp_path, monkeypatch):
