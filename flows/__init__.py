@@ -6,6 +6,10 @@ on Dask) and `flows.schedule` serves it as a nightly deployment. The `emodraw_ba
 package never imports Prefect or this package; these modules call it, and the
 command line (`emodraw_cli`) calls them.
 
+`label_corpus` (the flow, `flows.label.label_corpus`) is this package's public name: call it from
+your own Prefect flow to run the labelling as a subflow (docs/python-api.md). Everything else
+here is internal.
+
 Importing this package sets fast, quiet defaults for Prefect's temporary local
 API before Prefect itself is imported; a value the user has set always wins.
 """
@@ -13,6 +17,12 @@ API before Prefect itself is imported; a value the user has set always wins.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flows.label import label_corpus
+
+__all__ = ["label_corpus"]
 
 PREFECT_DEFAULTS = {
     # No usage telemetry (and no DNS errors from the temporary server on offline machines).
@@ -25,3 +35,12 @@ PREFECT_DEFAULTS = {
 
 for _key, _value in PREFECT_DEFAULTS.items():
     os.environ.setdefault(_key, _value)
+
+
+def __getattr__(name: str) -> Any:
+    """`flows.label_corpus`, imported on first use (Prefect loads then, after the defaults above)."""
+    if name == "label_corpus":
+        from flows.label import label_corpus
+
+        return label_corpus
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -191,6 +191,9 @@ def label_corpus(
     The settings are `config_file` (a TOML file, as --config) overridden by `config` (the keys of
     RunConfig and EngineConfig). `{date}`, `{yesterday}` (and `{date:%Y/%m/%d}`) in `inputs` and
     `output` are filled from this run's scheduled start time in `timezone` (default UTC).
+    Public as `flows.label_corpus`: called from a user's own flow, it runs as a subflow
+    (docs/python-api.md). The summary is `Summary.to_dict()` plus `workers` (shards and model
+    loads per worker process).
     """
     started = time.perf_counter()
     cfg, engine = load_settings(config_file, **(config or {}))

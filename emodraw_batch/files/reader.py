@@ -133,23 +133,40 @@ def _stamp(fs: pafs.FileSystem, inner: str, handle: pa.NativeFile) -> dict[str, 
     return stamp
 
 
-def _check_columns(path: str, schema: pa.Schema, text_column: str, id_column: str | None, cast_text: bool) -> None:
+# How an error message names the setting that fixes it: the command line's flag, or the Python API's keyword.
+FLAGS = {"text_column": "--text-column NAME", "id_column": "--id-column NAME", "cast_text": "--cast-text"}
+KEYWORDS = {"text_column": "text_column=NAME", "id_column": "id_column=NAME", "cast_text": "cast_text=True"}
+
+
+def check_columns(
+    where: str,
+    schema: pa.Schema,
+    text_column: str,
+    id_column: str | None,
+    cast_text: bool,
+    fix: dict[str, str] = FLAGS,
+) -> None:
+    """The text column (and the id column, if given) exists, and the text column is a string type.
+
+    `where` names what was checked ("File 'a.parquet'", "The data"); `fix` spells the settings in the caller's terms.
+    """
     if text_column not in schema.names:
         raise InputError(
-            f"File {path!r} has no text column {text_column!r}; its columns are {schema.names}. "
-            "Pass the right one with --text-column NAME."
+            f"{where} has no text column {text_column!r}; its columns are {schema.names}. "
+            f"Pass the right one with {fix['text_column']}."
         )
     if id_column is not None and id_column not in schema.names:
         raise InputError(
-            f"File {path!r} has no id column {id_column!r}; its columns are {schema.names}. "
-            "Pass the right one with --id-column NAME, or leave it out."
+            f"{where} has no id column {id_column!r}; its columns are {schema.names}. "
+            f"Pass the right one with {fix['id_column']}, or leave it out."
         )
     kind = schema.field(text_column).type
     is_text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
     if not is_text and not cast_text:
+        where = where[0].lower() + where[1:]
         raise InputError(
-            f"Column {text_column!r} in file {path!r} has type {kind}, but the text column must be a string type. "
-            "Pass --cast-text to cast it to string, or choose another column with --text-column."
+            f"Column {text_column!r} in {where} has type {kind}, but the text column must be a string type. "
+            f"Pass {fix['cast_text']} to cast it to string, or choose another column with {fix['text_column']}."
         )
 
 
@@ -214,7 +231,7 @@ def scan(
                 "Remove or repair it, or pass --skip-bad-files to skip unreadable files and list them in the manifest."
             ) from None
         schema = schema.remove_metadata()
-        _check_columns(path, schema, text_column, id_column, cast_text)
+        check_columns(f"File {path!r}", schema, text_column, id_column, cast_text)
         files.append(InputFile(path, schema, row_groups, stamp))
     if not files:
         raise InputError(f"None of the inputs {list(specs)} could be read; see the skipped files: {skipped}.")

@@ -6,6 +6,7 @@ No partial file is ever visible: see atomic.py.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from emodraw_batch.atomic import replacing_in
+from emodraw_batch.errors import InputError
 from emodraw_batch.inference.classifier import Prediction
 from emodraw_batch.text import OK
 
@@ -32,6 +34,16 @@ def added_fields(prob_columns: list[str]) -> list[pa.Field]:
         pa.field("truncated", pa.bool_()),
         pa.field("status", pa.string()),
     ]
+
+
+def check_added_columns(names: Iterable[str]) -> None:
+    """No input column may take the name of a column the output adds."""
+    clash = sorted({c for c in names if c in ADDED or c.startswith("prob_")})
+    if clash:
+        raise InputError(
+            f"Input columns {clash} clash with the output columns emodraw-batch adds "
+            f"({', '.join(ADDED)}, prob_<label>). Rename them in the input, or drop them before labelling."
+        )
 
 
 def output_schema(input_schema: pa.Schema, prob_columns: list[str], metadata: dict[str, Any]) -> pa.Schema:

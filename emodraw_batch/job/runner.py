@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,13 @@ OVERLAP_WINDOWS = 1
 
 @dataclass
 class Summary:
-    """The end-of-run numbers that the CLI prints and `--json` emits."""
+    """The end of a run: what the CLI prints and `--json` emits, and what `emodraw_batch.run` returns.
+
+    `rows` labelled (every row, with text or not) in `seconds` (`rows_per_s`); `emotions` counts
+    the rows of each top emotion, `shares` is each one's share of the rows with text, `status` counts
+    rows by status (ok, null, empty, blank); `files` input files read, `outputs` label files written
+    (`output_files`: their paths as polars opens them, in shard order).
+    """
 
     rows: int
     seconds: float
@@ -56,6 +62,7 @@ class Summary:
     duplicate_ids: int | None = None  # rows whose --id-column value occurs more than once (never dropped)
     skipped_files: list[dict[str, str]] = field(default_factory=list)
     output_dir: str = ""
+    output_files: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,7 +87,7 @@ def classifier_for(config: RunConfig) -> EmotionClassifier:
     return cached_classifier(**classifier_settings(config))
 
 
-def _encode_window(table: pa.Table, config: RunConfig, clf: EmotionClassifier) -> tuple[np.ndarray, list[list[int]], np.ndarray]:
+def encode_window(table: pa.Table, config: RunConfig, clf: EmotionClassifier) -> tuple[np.ndarray, list[list[int]], np.ndarray]:
     """A window's row statuses, and the token ids and truncated flags of its rows with text."""
     column = table[config.text_column]
     if config.cast_text and not pa.types.is_string(column.type):
@@ -88,6 +95,59 @@ def _encode_window(table: pa.Table, config: RunConfig, clf: EmotionClassifier) -
     texts, status = prepare(column)
     ids, cut = clf.encode([texts[i] for i in np.flatnonzero(status == OK)])
     return status, ids, cut
+
+
+OnWindow = Callable[[pa.Table, np.ndarray, Prediction], None]
+
+
+def label_windows(
+    windows: Iterable[pa.Table],
+    config: RunConfig,
+    clf: EmotionClassifier,
+    schema: pa.Schema,
+    sink: Callable[[pa.Table], None],
+    on_window: OnWindow | None = None,
+) -> None:
+    """Label `windows` in order and hand each labelled table (`label_table`, in `schema`) to `sink`.
+
+    The one labelling loop: a shard's (`label_shard`, sink = its Parquet writer) and the in-memory
+    `classify`'s (sink = a list). The stages overlap (see prefetch.py): a thread reads, cleans and
+    tokenizes window k+1 while the model runs window k and another thread sinks window k-1; on a
+    GPU, window k is queued before window k-1's probabilities are collected
+    (`EmotionClassifier.submit`), so the device never waits for the host between windows. Order and
+    results are the same as running them one after the other. `on_window(table, status, prediction)`
+    runs in the caller's thread once a window's probabilities are in.
+    """
+
+    def encoded() -> Iterator[tuple[pa.Table, np.ndarray, list[list[int]], np.ndarray]]:
+        for table in windows:
+            yield table, *encode_window(table, config, clf)
+
+    def write(table: pa.Table, status: np.ndarray, prediction: Prediction) -> None:
+        sink(label_table(table, status, prediction, clf.labels, schema))
+
+    def finish(table: pa.Table, status: np.ndarray, ids: list[list[int]], cut: np.ndarray, pending: Pending) -> None:
+        n_tokens = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
+        prediction = Prediction(clf.collect(pending), n_tokens, cut)
+        behind.submit(write, table, status, prediction)
+        if on_window:
+            on_window(table, status, prediction)
+
+    with SerialWorker(enabled=OVERLAP_WINDOWS > 0) as behind:
+        # On a GPU, one window in flight: window k is queued on the device before window k-1 is
+        # collected, post-processed and handed to the sink, so the GPU runs k while the host
+        # finishes k-1. Elsewhere submit() returns when done, and holding a window back gains nothing.
+        in_flight: tuple[Any, ...] | None = None
+        for table, status, ids, cut in prefetch(encoded(), OVERLAP_WINDOWS):
+            pending = clf.submit(ids)
+            if in_flight is not None:
+                finish(*in_flight)
+            in_flight = (table, status, ids, cut, pending)
+            if pending.done is None:
+                finish(*in_flight)
+                in_flight = None
+        if in_flight is not None:
+            finish(*in_flight)
 
 
 def head_start(job: Job, stop: Callable[[], bool]) -> int:
@@ -107,7 +167,7 @@ def head_start(job: Job, stop: Callable[[], bool]) -> int:
             return 0
         clf = classifier_for(job.config)
         table = next(read_windows(shard, job.config.window_rows))
-        _status, ids, _cut = _encode_window(table, job.config, clf)
+        _status, ids, _cut = encode_window(table, job.config, clf)
         return clf.head_start(ids, stop)
     except Exception:  # noqa: BLE001 - see above
         return 0
@@ -120,14 +180,7 @@ def label_shard(
     on_rows: OnRows | None = None,
     classifier: EmotionClassifier | None = None,
 ) -> ShardResult:
-    """Label one shard into `out_dir/labels/<shard.name>`, streaming window by window.
-
-    The stages overlap (see prefetch.py): a thread reads, cleans and tokenizes window k+1
-    while the model runs window k and another thread writes window k-1; on a GPU, window k is
-    queued before window k-1's probabilities are collected (`EmotionClassifier.submit`), so the
-    device never waits for the host between windows. Order and results are the same as running
-    them one after the other.
-    """
+    """Label one shard into `out_dir/labels/<shard.name>`, streaming window by window (`label_windows`)."""
     clf = classifier or classifier_for(config)
     started = time.perf_counter()  # labelling time: the (cached) model load is start-up, not this shard
     emotions = np.zeros(len(clf.labels), dtype=np.int64)
@@ -138,42 +191,18 @@ def label_shard(
     first = next(windows)  # always one table, empty for a zero-row shard: its schema shapes the output
     schema = output_schema(first.schema, clf.columns, metadata)
 
-    def encoded() -> Iterator[tuple[pa.Table, np.ndarray, list[list[int]], np.ndarray]]:
-        for table in itertools.chain([first], windows):
-            yield table, *_encode_window(table, config, clf)
-
-    def write(table: pa.Table, status: np.ndarray, prediction: Prediction) -> None:
-        writer.write(label_table(table, status, prediction, clf.labels, schema))
-
-    def finish(table: pa.Table, status: np.ndarray, ids: list[list[int]], cut: np.ndarray, pending: Pending) -> None:
+    def count(table: pa.Table, status: np.ndarray, prediction: Prediction) -> None:
         nonlocal truncated
-        n_tokens = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
-        prediction = Prediction(clf.collect(pending), n_tokens, cut)
-        behind.submit(write, table, status, prediction)
         emotions[:] += np.bincount(prediction.probs.argmax(axis=1), minlength=len(clf.labels))
         kinds, counts = np.unique(status.astype(str), return_counts=True)
         statuses.update(dict(zip(kinds.tolist(), counts.tolist())))
-        truncated += int(cut.sum())
+        truncated += int(prediction.truncated.sum())
         if on_rows:
             on_rows(table.num_rows)
 
     out = layout(out_dir)
     with AtomicParquetWriter(out.labels, shard.name, schema, out.fs) as writer:
-        with SerialWorker(enabled=OVERLAP_WINDOWS > 0) as behind:
-            # On a GPU, one window in flight: window k is queued on the device before window k-1 is
-            # collected, post-processed and handed to the writer, so the GPU runs k while the host
-            # finishes k-1. Elsewhere submit() returns when done, and holding a window back gains nothing.
-            in_flight: tuple[Any, ...] | None = None
-            for table, status, ids, cut in prefetch(encoded(), OVERLAP_WINDOWS):
-                pending = clf.submit(ids)
-                if in_flight is not None:
-                    finish(*in_flight)
-                in_flight = (table, status, ids, cut, pending)
-                if pending.done is None:
-                    finish(*in_flight)
-                    in_flight = None
-            if in_flight is not None:
-                finish(*in_flight)
+        label_windows(itertools.chain([first], windows), config, clf, schema, writer.write, count)
     # Give the memory pool's freed blocks back between shards: pyarrow's allocator (mimalloc) keeps
     # them otherwise, and each shard's peak lands on top of the last one's leftovers, so peak RSS
     # crept up with the number of shards (+50 MiB over 6 shards of 50k rows; tests/test_memory.py).
@@ -199,7 +228,7 @@ def summarize(plan: Plan, results: list[ShardResult], seconds: float) -> Summary
         statuses.update(r.status)
     rows = sum(r.rows for r in results)
     labelled = sum(emotions.values())
-    inputs = plan.job.inputs
+    inputs, out = plan.job.inputs, plan.job.out
     return Summary(
         rows=rows,
         seconds=round(seconds, 3),
@@ -213,6 +242,7 @@ def summarize(plan: Plan, results: list[ShardResult], seconds: float) -> Summary
         resumed=len(plan.done),
         skipped_files=inputs.skipped,
         output_dir=plan.job.out.uri,
+        output_files=[out.url(out.join(r.output)) for r in results],
     )
 
 

@@ -19,11 +19,11 @@ from emodraw_batch.files import lock
 from emodraw_batch.job import resume
 from emodraw_batch.analysis import stats
 from emodraw_batch.config import RunConfig
-from emodraw_batch.errors import InputError, OutputError
+from emodraw_batch.errors import OutputError
 from emodraw_batch.files.layout import Layout, layout
 from emodraw_batch.files.reader import Inputs, Shard, plan_shards, scan
 from emodraw_batch.files.storage import is_uri
-from emodraw_batch.files.writer import ADDED
+from emodraw_batch.files.writer import check_added_columns
 
 
 @dataclass(frozen=True)
@@ -121,15 +121,6 @@ def _check_store(out: Layout) -> None:
         raise OutputError(f"Output {out.uri!r} is an object, not a prefix; pass a folder with --output s3://BUCKET/PREFIX.")
 
 
-def _check_columns(inputs: Inputs) -> None:
-    clash = [c for f in inputs.files for c in f.schema.names if c in ADDED or c.startswith("prob_")]
-    if clash:
-        raise InputError(
-            f"Input columns {sorted(set(clash))} clash with the output columns emodraw-batch adds "
-            f"({', '.join(ADDED)}, prob_<label>). Rename them in the input, or drop them before labelling."
-        )
-
-
 def validate(specs: Sequence[str], out_dir: str | Path | Layout, config: RunConfig, overwrite: bool = False) -> Job:
     """Every check a run makes before it starts (before any model loads); writes nothing."""
     advice = check_model(config)
@@ -142,7 +133,7 @@ def validate(specs: Sequence[str], out_dir: str | Path | Layout, config: RunConf
     )
     out = layout(out_dir)
     _check_output_dir(out, inputs)
-    _check_columns(inputs)
+    check_added_columns(c for f in inputs.files for c in f.schema.names)
     stats.check_options(inputs.schema, config.group_by, config.time_column, config.every)
     shards = plan_shards(inputs, config.shard_rows)
     record = resume.job_record(inputs, config, shards)
