@@ -32,9 +32,10 @@ from emodraw_batch.errors import ConfigError, EmodrawError, ModelError
 from emodraw_batch.inference.classifier import load_count
 from emodraw_batch.job.plan import Plan, ShardResult, plan
 from emodraw_batch.files.reader import Shard
+from emodraw_batch.files.storage import unreachable
 from emodraw_batch.job.validate import Job, validate
 
-from . import engines
+from . import engines, outage
 from .settings import EngineConfig, as_parameters, load_settings
 
 OnRows = Callable[[int], None]
@@ -74,8 +75,11 @@ def plan_shards(job: Job) -> Plan:
 
 def _label_shard(shard: Shard, config: RunConfig, out_dir: str) -> ShardDone:
     """Label one shard into out_dir/labels/ with this process's cached model."""
-    clf = runner.classifier_for(config)  # loaded on first use in this process, then reused
-    result = runner.label_shard(shard, config, out_dir, on_rows=_on_rows.get(), classifier=clf)
+    from prefect.runtime import task_run
+
+    with outage.watching(shard, first_attempt=task_run.run_count <= 1):
+        clf = runner.classifier_for(config)  # loaded on first use in this process, then reused
+        result = runner.label_shard(shard, config, out_dir, on_rows=_on_rows.get(), classifier=clf)
     loads = load_count(**runner.classifier_settings(config))
     return ShardDone(result, clf.describe(), f"{socket.gethostname()}:{os.getpid()}", loads)
 
@@ -128,6 +132,7 @@ def label_all(planned: Plan, engine: EngineConfig) -> list[ShardDone]:
     out_dir = planned.job.out.location  # Dask workers may run elsewhere: an absolute path or the URI, as a string
     done: list[ShardDone] = []
     failed: list[tuple[Shard, BaseException]] = []
+    outage.reset()
     with task_runner:
         futures = {task_runner.submit(shard_task, {"shard": s, "config": config, "out_dir": out_dir}): s for s in todo}
         for future in as_completed(list(futures)):
@@ -140,6 +145,13 @@ def label_all(planned: Plan, engine: EngineConfig) -> list[ShardDone]:
                     other.wrapped_future.cancel()
                 raise
             except Exception as exc:  # this shard only (damaged row group, lost worker...): let the rest finish
+                if unreachable(exc):  # the store is down: every other shard would wait out its retries too
+                    for other in futures:
+                        other.wrapped_future.cancel()
+                    out = planned.job.out
+                    raise outage.StoreUnreachable(outage.paragraph(
+                        shard, exc, out.uri, len(done) + len(planned.done), out.show(out.labels),
+                        len(todo) - len(done) - len(failed) - 1)) from None
                 failed.append((shard, exc))
                 continue
             done.append(outcome)

@@ -93,3 +93,16 @@ def polars_options(uri: str | Path) -> dict[str, str] | None:
     if options.get("aws_endpoint_url", "").startswith("http://"):
         options["aws_allow_http"] = "true"
     return options
+
+
+# What an unreachable store looks like in the errors pyarrow and fsspec raise (S3's, GCS's, Azure's):
+# the connection, not the data. Matched in lower case.
+_UNREACHABLE = ("connect", "network", "timed out", "timeout", "unreachable", "name resolution", "resolve host",
+                "503", "service unavailable", "curlcode", "broken pipe", "connection reset")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says a store could not be reached (every shard would fail the same way), not bad data."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    return isinstance(exc, OSError) and any(word in str(exc).lower() for word in _UNREACHABLE)
