@@ -87,3 +87,86 @@ def test_the_holder_renews_its_lease(spot, monkeypatch):
 
         time.sleep(0.3)
         assert lease.read(fs, path)["renewed"] > first
+
+
+class FailingReads(pafs.FileSystemHandler):
+    """A local filesystem whose reads of one path fail as a store error would (503, timeout, 403)."""
+
+    def __init__(self, path: str, error: Exception) -> None:
+        self.inner, self.path, self.error = pafs.LocalFileSystem(), path, error
+
+    def open_input_stream(self, path):
+        if path == self.path:
+            raise self.error
+        return self.inner.open_input_stream(path)
+
+    def open_input_file(self, path):
+        return self.inner.open_input_file(path)
+
+    def open_output_stream(self, path, metadata):
+        return self.inner.open_output_stream(path)
+
+    def open_append_stream(self, path, metadata):
+        return self.inner.open_append_stream(path)
+
+    def get_type_name(self):
+        return "failing-reads"
+
+    def equals(self, other):
+        return self is other
+
+    def get_file_info(self, paths):
+        return self.inner.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        return self.inner.get_file_info(selector)
+
+    def create_dir(self, path, recursive):
+        self.inner.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path):
+        self.inner.delete_dir(path)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        self.inner.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self):
+        raise NotImplementedError
+
+    def delete_file(self, path):
+        self.inner.delete_file(path)
+
+    def move(self, src, dest):
+        self.inner.move(src, dest)
+
+    def copy_file(self, src, dest):
+        self.inner.copy_file(src, dest)
+
+    def normalize_path(self, path):
+        return path
+
+
+@pytest.mark.parametrize("error", [OSError("AWS Error SERVICE_UNAVAILABLE (HTTP status 503)"),
+                                   TimeoutError("read timed out"), PermissionError("AWS Error ACCESS_DENIED (403)")],
+                         ids=["503", "timeout", "403"])
+def test_a_store_error_reading_the_lease_refuses_instead_of_taking_it(spot, error):
+    _, path = spot
+    fs = pafs.PyFileSystem(FailingReads(path, error))
+    with pytest.raises(lease.Unreadable, match="could not be read") as caught:
+        lease.Lease(fs, path, refuse).__enter__()
+    assert str(error).split(" (")[0] in str(caught.value) and "does not start" in str(caught.value)
+    with pytest.raises(lease.Unreadable):
+        lease.read(fs, path)
+
+
+def test_only_a_missing_lease_object_means_free(spot):
+    fs, path = spot
+    assert lease.read(fs, path) is None  # no object: free
+    write_holder(fs, path)  # an empty object: free too (never written half: writes are atomic)
+    with fs.open_output_stream(path) as stream:
+        stream.write(b"")
+    assert lease.read(fs, path) is None
+    with fs.open_output_stream(path) as stream:
+        stream.write(b"{not json")
+    with pytest.raises(lease.Unreadable, match="damaged"):
+        lease.read(fs, path)

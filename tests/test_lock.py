@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 from conftest import make_texts, write_corpus
 from emodraw_batch.config import load_config
 from emodraw_batch.errors import OutputError
+from emodraw_batch.files import lock
+from emodraw_batch.files.layout import layout
 from emodraw_batch.job.runner import run
 
 HOLD = """
@@ -74,3 +77,22 @@ def test_a_cleanly_finished_run_leaves_nothing_to_warn_about(job):
         warnings.simplefilter("error")  # any takeover warning would fail here
         assert run(*job).resumed == 1
     assert Path(job[1] / ".emodraw.lock").read_text() == ""
+
+
+def test_the_check_works_where_an_exclusive_lock_needs_a_writable_descriptor(tmp_path, monkeypatch):
+    """Linux NFS emulates flock with byte-range locks: LOCK_EX on a read-only descriptor fails with EBADF."""
+    import errno
+    import fcntl
+
+    real = fcntl.flock
+
+    def nfs_flock(fd, operation):
+        if operation & fcntl.LOCK_EX and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real(fd, operation)
+
+    out = layout(tmp_path / "out")
+    with lock.held(out):
+        pass  # leaves the lock file behind, as every finished run does
+    monkeypatch.setattr(fcntl, "flock", nfs_flock)
+    lock.check(out)  # free: no EBADF

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from emodraw_batch.atomic import write_json
+from emodraw_batch.errors import OutputError
 
 SETTLE_S = 2.0
 RENEW_S = 60.0
@@ -36,13 +37,29 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+class Unreadable(OutputError):
+    """The lease could not be read: a store error is no proof that nobody holds it."""
+
+
 def read(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
-    """The lease in force at `path`, or None when there is none (missing, empty or unreadable)."""
+    """The lease in force at `path`, or None when there is none (no such object, or an empty one).
+
+    Only a missing object means free. Any other error (a 503, a timeout, a 403, garbage) raises
+    Unreadable: taking it for "no lease" would let a second run write beside a live holder.
+    """
     try:
         with fs.open_input_stream(path) as stream:
             data = json.loads(stream.read() or b"null")
-    except (FileNotFoundError, OSError, ValueError, pa.ArrowException):
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise Unreadable(
+            f"The lock {path!r} could not be read ({type(exc).__name__}: {first}); a store error is no proof that "
+            "no other run holds this output, so this run does not start. Check that the store is reachable and "
+            "the credentials may read it, then run again; if the lock object is damaged and no run is writing "
+            "this output, delete it."
+        ) from None
     return data or None
 
 
@@ -116,6 +133,9 @@ class Lease:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        holder = read(self.fs, self.path)
+        try:
+            holder = read(self.fs, self.path)
+        except Unreadable:
+            return  # the store is not answering: the lease expires by itself (LEASE_S)
         if holder is not None and holder.get("token") == self.token:
             self.fs.delete_file(self.path)

@@ -65,7 +65,12 @@ def check(out: Layout) -> None:
         return
     if not os.path.exists(out.lock_file):
         return
-    fd = os.open(out.lock_file, os.O_RDONLY)
+    try:
+        # Read-write: where flock is emulated with byte-range locks (Linux NFS), an exclusive lock
+        # needs a descriptor open for writing, and a read-only one fails with EBADF.
+        fd = os.open(out.lock_file, os.O_RDWR)
+    except PermissionError:  # a lock file this user may not write: look as well as a reader can
+        fd = os.open(out.lock_file, os.O_RDONLY)
     try:
         if not _try_lock(fd):
             raise _refuser(out)(_read(out.lock_file))
