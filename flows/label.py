@@ -35,7 +35,7 @@ from emodraw_batch.files.reader import Shard
 from emodraw_batch.files.storage import unreachable
 from emodraw_batch.job.validate import Job, validate
 
-from . import engines, outage
+from . import artifacts, engines, outage
 from .settings import EngineConfig, as_parameters, load_settings
 
 OnRows = Callable[[int], None]
@@ -218,7 +218,9 @@ def label_corpus(
         # The model as the workers loaded it; with nothing left to label, finish reads it from the outputs.
         model = done[0].model if done else None
         summary = finish(planned, [d.result for d in done], time.perf_counter() - started, model, engine)
-    return {**summary.to_dict(), "workers": _workers(done)}
+    result = {**summary.to_dict(), "workers": _workers(done)}
+    artifacts.publish(result, specs, model, lambda: runner.written_model(job.out))
+    return result
 
 
 def _validated(specs: list[str], output: str, config: RunConfig, overwrite: bool) -> Job | None:
