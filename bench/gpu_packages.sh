@@ -14,6 +14,8 @@ text-unidecode toml tzdata uncalled-for uvicorn websockets whenever"
 # dask-cuda is not in the CPU venv: this version's rapids-dask-dependency pins dask 2026.7.1 (not
 # carried: it only adds a .pth import hook, which a --target install on PYTHONPATH never runs).
 GPU_ONLY="dask-cuda==${DASK_CUDA_VERSION:-26.10.0}"
+# Paths dropped from the carried wheels: Prefect's web UI (the runs start its server with the UI off).
+STRIPPED="prefect/server/ui/ prefect/server/ui-v2/"
 # Never imported by `emodraw-batch run` (local or dask engine) nor bench/gpu.py (import trace).
 PRUNED="apprise cyclopts docker docstring-parser griffe readchar rich-rst ruamel.yaml ruamel.yaml.clib
 semver dateparser tzlocal python-json-logger jsonpatch oauthlib requests-oauthlib partd pycparser"
