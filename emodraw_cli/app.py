@@ -180,6 +180,33 @@ def stats(
 
 @app.command()
 @friendly
+def trend(
+    outputs: list[str] = typer.Argument(..., help="Output folders, or a glob of them in the last path part ('out/*'), local or s3://..."),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON on stdout."),
+    chart: Optional[Path] = typer.Option(None, "--chart", help="Also draw the shares over the runs as a PNG at this local path."),
+) -> None:
+    """Each run's emotion shares and rows, ordered by its date; unfinished runs are listed too."""
+    from emodraw_batch.analysis import trend as tr
+
+    runs = tr.trend(outputs)
+    if chart is not None:
+        err.print(f"chart: {tr.chart(runs, chart)}")
+    if as_json:
+        print_json({"runs": tr.to_dicts(runs)})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    labels = tr.labels_of(runs)
+    table = Table("date", "output", "rows", *labels, title="Emotion shares by run")
+    for r in runs:
+        shares = [f"{r.shares[e]:.1%}" if e in r.shares else "-" for e in labels]
+        table.add_row(r.date or "-", r.output, f"{r.rows:,}" if r.rows is not None else "unfinished", *shares)
+    Console().print(table)
+
+
+@app.command()
+@friendly
 def report(
     output: str = typer.Argument(..., help="Output folder of a finished run (the --output DIR, local or s3://...)."),
     charts: Optional[Path] = typer.Option(None, "--charts", help="Local folder for the charts (default DIR/charts; needed when DIR is s3://...)."),

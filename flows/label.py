@@ -93,10 +93,11 @@ label_shard = task(
 
 @task(name="finish", cache_policy=NONE)
 def finish(
-    planned: Plan, results: list[ShardResult], seconds: float, model: dict[str, Any] | None, engine: EngineConfig
+    planned: Plan, results: list[ShardResult], seconds: float, model: dict[str, Any] | None, engine: EngineConfig,
+    run_date: str | None = None,
 ) -> runner.Summary:
     """Check rows in = rows out, write the manifest and the statistics."""
-    return runner.finish(planned, results, seconds, model, engine.model_dump(mode="json"))
+    return runner.finish(planned, results, seconds, model, engine.model_dump(mode="json"), run_date)
 
 
 def _failure(shard: Shard, exc: BaseException, retries: int) -> str:
@@ -217,7 +218,7 @@ def label_corpus(
         done = label_all(planned, engine)
         # The model as the workers loaded it; with nothing left to label, finish reads it from the outputs.
         model = done[0].model if done else None
-        summary = finish(planned, [d.result for d in done], time.perf_counter() - started, model, engine)
+        summary = finish(planned, [d.result for d in done], time.perf_counter() - started, model, engine, day.isoformat())
     result = {**summary.to_dict(), "workers": _workers(done)}
     artifacts.publish(result, specs, model, lambda: runner.written_model(job.out))
     return result

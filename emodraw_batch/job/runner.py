@@ -6,6 +6,7 @@ imports Prefect, so it runs and tests on its own (`run`).
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import time
 from collections import Counter
@@ -268,12 +269,14 @@ def finish(
     seconds: float,
     model: dict[str, Any] | None = None,
     engine: dict[str, Any] | None = None,
+    run_date: str | None = None,
 ) -> Summary:
     """Merge with resumed shards, check rows in = rows out, write the manifest and statistics.
 
     `model` is the description of the classifier that labelled `results`; without one (every
     shard was done before) it is read from the output files. `engine` is what ran the shards
-    (recorded as given, for the reader of the manifest).
+    (recorded as given, for the reader of the manifest). `run_date` is the day a scheduled run
+    stands for (its `{date}`), which `trend` orders runs by; the manifest also says when it was written.
     """
     job = plan.job
     results = sorted([*plan.done.values(), *results], key=lambda r: r.output)
@@ -299,6 +302,8 @@ def finish(
         "outputs": [asdict(r) for r in results],
         "summary": summary.to_dict(),
         "stats": f"{STATS}/{STATS_SUMMARY}",
+        "run_date": run_date,
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     write_json(job.out.manifest, manifest, job.out.fs)
     stats.write_stats(job.out, job.config)
