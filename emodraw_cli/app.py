@@ -184,16 +184,34 @@ def trend(
     outputs: list[str] = typer.Argument(..., help="Output folders, or a glob of them in the last path part ('out/*'), local or s3://..."),
     as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON on stdout."),
     chart: Optional[Path] = typer.Option(None, "--chart", help="Also draw the shares over the runs as a PNG at this local path."),
+    min_change: float = typer.Option(2.0, "--min-change", help="Smallest change of a share, in percentage points, worth flagging."),
+    window: int = typer.Option(7, "--window", min=1, help="Runs before the newest pooled as its trailing reference."),
+    fail_on_shift: bool = typer.Option(False, "--fail-on-shift", help="Exit with code 3 when an emotion shifted."),
 ) -> None:
-    """Each run's emotion shares and rows, ordered by its date; unfinished runs are listed too."""
+    """Each run's emotion shares and rows, ordered by its date; unfinished runs are listed too.
+
+    The newest run is checked for shifts against the previous one and the trailing window: a share
+    that moved both significantly (two-proportion test, Bonferroni over the emotions) and by at
+    least --min-change points is flagged."""
+    from emodraw_batch.analysis import shift as sh
     from emodraw_batch.analysis import trend as tr
 
     runs = tr.trend(outputs)
+    found = sh.shifts(runs, window=window, min_change=min_change)
     if chart is not None:
         err.print(f"chart: {tr.chart(runs, chart)}")
     if as_json:
-        print_json({"runs": tr.to_dicts(runs)})
-        return
+        print_json({"runs": tr.to_dicts(runs), "shifts": [s.to_dict() for s in found],
+                    "shift_summary": sh.describe(runs, found, window)})
+    else:
+        _print_trend(runs)
+        err.print(sh.describe(runs, found, window), highlight=False, soft_wrap=True)
+    if fail_on_shift and any(s.flagged for s in found):
+        raise typer.Exit(3)
+
+
+def _print_trend(runs: list[Any]) -> None:
+    from emodraw_batch.analysis import trend as tr
     from rich.console import Console
     from rich.table import Table
 
@@ -319,6 +337,7 @@ def schedule(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Output folder pattern, e.g. 'out/{date}'."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML run config (e.g. configs/nightly.toml)."),
     model: Optional[str] = typer.Option(None, help="Hub id, local checkpoint folder, or `offline` (the shipped model) (overrides the config)."),
+    trend: list[str] = typer.Option([], "--trend", help="After each run, check these outputs (folders or a glob, e.g. 'out/*') for an emotion shift; the result goes into the run's Prefect artifact."),
     name: str = typer.Option("nightly", help="Deployment name (the flow is emodraw-label)."),
     next_runs: Optional[int] = typer.Option(None, "--next", min=1, help="Print the next N run times and their folders, then exit without serving."),
 ) -> None:
@@ -339,7 +358,7 @@ def schedule(
     if not inputs or not output:
         raise ConfigError("Serving a schedule needs --input PATTERN and --output PATTERN (e.g. --input 'tweets/{date}/*.parquet' --output 'out/{date}').")
     api = sched.require_server()
-    deploy = sched.deployment(cron, timezone, inputs, output, cfg, engine_cfg, name)
+    deploy = sched.deployment(cron, timezone, inputs, output, cfg, engine_cfg, name, trend)
     err.print(f"serving deployment emodraw-label/{name} at {cron!r} ({timezone}) on {api}; stop with Ctrl-C")
     sched.serve(deploy)
 

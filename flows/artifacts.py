@@ -34,6 +34,20 @@ def emotion_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def shift_summary(specs: list[str]) -> str | None:
+    """The shift check of the newest of these outputs (emodraw_batch.analysis.shift); None if it cannot run."""
+    from prefect import get_run_logger
+
+    from emodraw_batch.analysis import shift, trend
+
+    try:
+        runs = trend.trend(specs)
+        return shift.describe(runs, shift.shifts(runs))
+    except Exception as exc:  # noqa: BLE001 - a check of past runs must not fail tonight's run
+        get_run_logger().warning("Could not check %s for an emotion shift (%s: %s).", specs, type(exc).__name__, exc)
+        return None
+
+
 def paragraph(summary: dict[str, Any], inputs: list[str], model: dict[str, Any] | None, report: str | None) -> str:
     """The run in one paragraph of Markdown."""
     top = ", ".join(f"{e} {share:.1%}" for e, share in list(summary["shares"].items())[:3]) or "no classified rows"
@@ -47,7 +61,7 @@ def paragraph(summary: dict[str, Any], inputs: list[str], model: dict[str, Any] 
 
 
 def publish(summary: dict[str, Any], inputs: list[str], model: dict[str, Any] | None,
-            read_model: Callable[[], dict[str, Any]], report: str | None = None) -> None:
+            read_model: Callable[[], dict[str, Any]], report: str | None = None, shift: str | None = None) -> None:
     """Create this run's table and markdown artifacts; log a failure once instead of raising.
 
     `model` is what labelled this run's shards; None when every shard was done before, and then
@@ -62,7 +76,8 @@ def publish(summary: dict[str, Any], inputs: list[str], model: dict[str, Any] | 
         base = key_base(deployment.name, summary["output_dir"])
         create_table_artifact(emotion_table(summary), key=f"{base}-emotions",
                               description=f"Emotions of {summary['output_dir']}")
-        create_markdown_artifact(paragraph(summary, inputs, model, report), key=f"{base}-summary",
+        text = paragraph(summary, inputs, model, report) + (f"\n\n{shift}" if shift else "")
+        create_markdown_artifact(text, key=f"{base}-summary",
                                  description=f"emodraw-batch run into {summary['output_dir']}")
     except Exception as exc:  # noqa: BLE001 - the labels are written; a UI extra must not fail the run
         get_run_logger().warning("Could not publish the run's artifacts to Prefect (%s: %s); the run itself is complete.",

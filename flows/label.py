@@ -198,6 +198,7 @@ def label_corpus(
     overwrite: bool = False,
     timezone: str | None = None,
     config_file: str | None = None,
+    trend: list[str] | None = None,
 ) -> dict[str, Any]:
     """Validate, plan the shards, label every unfinished one, write the manifest; returns the run summary.
 
@@ -220,7 +221,8 @@ def label_corpus(
         model = done[0].model if done else None
         summary = finish(planned, [d.result for d in done], time.perf_counter() - started, model, engine, day.isoformat())
     result = {**summary.to_dict(), "workers": _workers(done)}
-    artifacts.publish(result, specs, model, lambda: runner.written_model(job.out))
+    shift = artifacts.shift_summary([fill_dates(p, day) for p in trend]) if trend else None
+    artifacts.publish(result, specs, model, lambda: runner.written_model(job.out), shift=shift)
     return result
 
 

@@ -53,8 +53,12 @@ def deployment(
     config: RunConfig,
     engine: EngineConfig,
     name: str = DEPLOYMENT_NAME,
+    trend: Sequence[str] = (),
 ) -> RunnerDeployment:
-    """The label flow as a deployment with this cron schedule and these (templated) parameters."""
+    """The label flow as a deployment with this cron schedule and these (templated) parameters.
+
+    `trend`: output folders or globs to check for an emotion shift after each run (into its artifact).
+    """
     from prefect.schedules import Cron
 
     from .label import label_corpus  # imports Prefect: only when a deployment is made
@@ -69,6 +73,7 @@ def deployment(
             "output": output,
             "config": as_parameters(config, engine),
             "timezone": timezone or "UTC",
+            **({"trend": list(trend)} if trend else {}),
         },
         description=f"emodraw-batch: label {', '.join(inputs)} into {output} at '{cron}' ({timezone or 'UTC'}).",
         tags=["emodraw-batch"],
