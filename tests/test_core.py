@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_texts, write_corpus
+from conftest import SAME_MATHS_ATOL, make_texts, write_corpus
 
 from emodraw_batch.inference.batching import invert, length_order, pack
 from emodraw_batch.config import load_config
@@ -43,11 +43,33 @@ def test_parity_with_transformers_pipeline(tiny_model):
     pipe = pipeline("text-classification", model=tiny_model, top_k=None, device="cpu")
     reference = pipe(texts, batch_size=8, truncation=True, max_length=64)
     expected = np.array([[{d["label"]: d["score"] for d in row}[label] for label in clf.labels] for row in reference])
-    assert np.abs(pred.probs - expected).max() < 1e-5
+    assert np.abs(pred.probs - expected).max() < SAME_MATHS_ATOL  # other batches and padding
     assert [clf.labels[i] for i in pred.probs.argmax(1)] == [row[0]["label"] for row in reference]
-    np.testing.assert_allclose(pred.probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(pred.probs.sum(axis=1), 1.0, atol=SAME_MATHS_ATOL)
     # The random model must not be trivially constant, or parity would prove little.
     assert len({row[0]["label"] for row in reference}) > 1
+
+
+def test_the_test_model_computes_in_fp32_within_a_tenth_of_the_same_maths_tolerance(tiny_model):
+    """SAME_MATHS_ATOL assumes rounding stays at a few ulps per layer. The test model's own fp32 error
+    (against the same model in fp64) must be far below it, or two orders of the same maths could
+    differ by more than the tolerance without any bug (a too-wide random initialiser did that)."""
+    import copy
+
+    import torch
+
+    from emodraw_batch.inference.batcher import pad_batch
+
+    clf = EmotionClassifier(tiny_model, device="cpu", precision="fp32")
+    ids, _ = clf.encode(make_texts(200, seed=11, max_words=80))
+    lengths = np.array([len(i) for i in ids])
+    flat = np.concatenate([np.asarray(i) for i in ids])
+    input_ids, mask = pad_batch(flat, np.cumsum(lengths) - lengths, lengths, clf.batcher.pad_id)
+    fp32 = clf.backend.run(input_ids, lengths).numpy()
+    with torch.inference_mode():
+        model64 = copy.deepcopy(clf.model).double()  # a copy: the loaded model may be shared
+        fp64 = model64(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(mask))
+    assert np.abs(fp32 - fp64.logits.softmax(-1).numpy()).max() < SAME_MATHS_ATOL / 10
 
 
 @pytest.mark.parametrize("batch_tokens,window_rows", [(64, 7), (512, 50), (100_000, 10_000)])
@@ -60,7 +82,7 @@ def test_budget_and_window_do_not_change_results(tiny_model, tmp_path, batch_tok
     assert ref["emotion"].to_pylist() == alt["emotion"].to_pylist()
     prob_cols = [c for c in ref.column_names if c.startswith("prob_")]
     diff = max(np.abs(ref[c].to_numpy() - alt[c].to_numpy()).max() for c in prob_cols)
-    assert diff < 1e-5
+    assert diff < SAME_MATHS_ATOL
 
 
 def test_order_rows_and_passthrough_across_files_and_row_groups(tiny_model, tmp_path):
@@ -104,7 +126,7 @@ def test_output_contract(tiny_model, tmp_path):
     for r in rows:
         if r["status"] == "ok":
             probs = [r[c] for c in prob_cols]
-            assert abs(sum(probs) - 1) < 1e-5
+            assert abs(sum(probs) - 1) < SAME_MATHS_ATOL
             assert r["score"] == max(probs) and r["emotion"] == prob_cols[probs.index(max(probs))][5:]
         else:
             assert r["emotion"] is None and r["score"] is None and r["n_tokens"] == 0

@@ -11,14 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_texts
+from conftest import SAME_MATHS_ATOL, make_texts
 from emodraw_batch.inference.backends import onnx_forward
 from emodraw_batch.errors import ConfigError
 from emodraw_batch.inference.classifier import EmotionClassifier
 
 SHIPPED = str(Path(__file__).resolve().parents[1] / "data" / "albert-mini-emotion")
-# Measured max |p_onnx - p_torch|: ~1e-6 on the shipped model, up to 1.7e-5 on the wide-initialised test model
-# (fp32 kernels that sum in another order, and ORT threads that split sums by load); 6x margin.
+# ONNX Runtime vs torch is not just another order of the same kernels (SAME_MATHS_ATOL): the exported graph
+# is rewritten (constant folding, ORT's fused attention, LayerNorm and GELU kernels with their own
+# approximations). Measured max |p_onnx - p_torch|: ~1e-6 on the shipped model, up to 1.7e-5 on the
+# wide-initialised test model, which exceeds SAME_MATHS_ATOL; 6x margin.
 PROB_ATOL = 1e-4
 
 needs_onnx = pytest.mark.skipif(not onnx_forward.available(), reason="onnxruntime/onnx not installed ")
@@ -114,7 +116,8 @@ def test_fused_gelu_keeps_the_torch_probabilities(tiny_model):
     input_ids, mask = pad_batch(flat, np.cumsum(lengths) - lengths, lengths, clf.batcher.pad_id)
     with torch.inference_mode():
         expected = plain(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(mask)).logits.softmax(-1)
-    np.testing.assert_allclose(clf.backend.run(input_ids, lengths).numpy(), expected.numpy(), atol=1e-6)
+    # The same formula in another operation order (one kernel instead of seven): measured max |dp| 1.8e-6.
+    np.testing.assert_allclose(clf.backend.run(input_ids, lengths).numpy(), expected.numpy(), atol=SAME_MATHS_ATOL)
     assert fuse_gelu(plain) > 0 and fuse_gelu(plain) == 0  # idempotent
 
 
@@ -145,7 +148,7 @@ def test_a_cached_export_loads_without_torch_and_labels_alike(cache):
     assert imported == []
     assert described == {**full.describe(), "runtime": "onnx"}
     np.testing.assert_array_equal(np.array(n_tokens), expected.n_tokens)
-    np.testing.assert_allclose(np.array(probs, dtype=np.float32), expected.probs, atol=1e-6)
+    np.testing.assert_allclose(np.array(probs, dtype=np.float32), expected.probs, atol=SAME_MATHS_ATOL)
 
 
 @needs_onnx

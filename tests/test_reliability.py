@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import make_texts, write_corpus
+from conftest import SAME_MATHS_ATOL, make_texts, write_corpus
 
 from emodraw_batch.config import load_config
 from emodraw_batch.errors import InputError, ModelError, OutputError
@@ -188,7 +188,7 @@ def test_pickle_weights_need_explicit_opt_in(tiny_model, tmp_path):
     texts = make_texts(5)
     loaded = EmotionClassifier(str(folder), device="cpu", allow_pickle=True)
     reference = EmotionClassifier(tiny_model, device="cpu")
-    np.testing.assert_allclose(loaded(texts).probs, reference(texts).probs, atol=1e-6)
+    np.testing.assert_allclose(loaded(texts).probs, reference(texts).probs, atol=SAME_MATHS_ATOL)
 
 
 def test_output_folder_may_not_contain_inputs(cfg, tmp_path):

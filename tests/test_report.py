@@ -23,8 +23,14 @@ CHARTS = {"overall.png", "over_time.png", "by_source.png", "by_product_id.png"}
 
 
 @pytest.fixture(scope="module")
-def output(tmp_path_factory, tiny_model: str) -> Path:
-    """`emodraw-batch run ... --report` on a corpus with groups, a gap in time and rows without text."""
+def output(tmp_path_factory, tiny_model: str, prefect_api: str) -> Path:
+    """`emodraw-batch run ... --report` on a corpus with groups, a gap in time and rows without text.
+
+    The run is a Prefect flow in this process, so it reports to the session's test server
+    (`prefect_api`): without it, it would start a temporary server of its own, and Prefect's
+    process-wide events worker would keep sending every later test's task-run events to that
+    server after it has stopped (a test order that ran this first lost the run history of test_flows).
+    """
     folder = tmp_path_factory.mktemp("report")
     texts = make_texts(70, seed=11) + ["", "  ", None]
     n = len(texts)
