@@ -186,20 +186,21 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _hwm_mib(pid: int) -> float:
+def _status_mib(pid: int, field: str) -> float:
+    """A memory field of /proc/PID/status (VmHWM: peak RSS, VmRSS: current) in MiB; 0 once the process is gone."""
     try:
         with open(f"/proc/{pid}/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+            return next(int(line.split()[1]) for line in status if line.startswith(field)) / 1024
     except (OSError, StopIteration, ValueError):
         return 0.0
+
+
+def _hwm_mib(pid: int) -> float:
+    return _status_mib(pid, "VmHWM")
 
 
 def _rss_mib(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
-    except (OSError, StopIteration, ValueError):
-        return 0.0
+    return _status_mib(pid, "VmRSS")
 
 
 def measure(cmd: list[str], env: dict[str, str], gpu: bool = False, timeout: float | None = None) -> dict[str, Any]:
