@@ -11,7 +11,6 @@ manifest), else the day its manifest was written.
 from __future__ import annotations
 
 import fnmatch
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,11 +56,8 @@ def expand(specs: list[str]) -> list[str]:
 
 
 def _read_json(out: Layout, path: str) -> dict[str, Any] | None:
-    try:
-        with out.fs.open_input_stream(path) as stream:
-            return json.loads(stream.read())
-    except FileNotFoundError:
-        return None
+    """The JSON file at `path` in the output, or None where it does not exist."""
+    return out.read_json(path) if out.is_file(path) else None
 
 
 def read_run(folder: str) -> Run:
@@ -79,7 +75,7 @@ def read_run(folder: str) -> Run:
 
 def _modified_day(out: Layout) -> str | None:
     """The day an older manifest (before run_date and finished_at) was written."""
-    info = out.fs.get_file_info(out.manifest)
+    info = out.info(out.manifest)
     return info.mtime.date().isoformat() if info.mtime is not None else None
 
 
