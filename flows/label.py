@@ -111,6 +111,12 @@ def _loopback(url: str) -> bool:
     return host == "localhost" or host.startswith("127.")
 
 
+def _cancel(futures: dict[Any, Shard]) -> None:
+    """Cancel the shard tasks not started yet (the run is ending: the others would fail the same way)."""
+    for future in futures:
+        future.wrapped_future.cancel()
+
+
 def label_all(planned: Plan, engine: EngineConfig) -> list[ShardDone]:
     """Run one task per unfinished shard on the configured engine; fail loudly if any still fails."""
     logger = get_run_logger()
@@ -142,13 +148,11 @@ def label_all(planned: Plan, engine: EngineConfig) -> list[ShardDone]:
                 outcome: ShardDone = future.result()
             except (ModelError, ConfigError):
                 # The model or a setting is wrong: every other shard would fail the same way.
-                for other in futures:
-                    other.wrapped_future.cancel()
+                _cancel(futures)
                 raise
             except Exception as exc:  # this shard only (damaged row group, lost worker...): let the rest finish
                 if unreachable(exc):  # the store is down: every other shard would wait out its retries too
-                    for other in futures:
-                        other.wrapped_future.cancel()
+                    _cancel(futures)
                     out = planned.job.out
                     raise outage.StoreUnreachable(outage.paragraph(
                         shard, exc, out.uri, len(done) + len(planned.done), out.show(out.labels),
@@ -291,8 +295,7 @@ def terminal_logs(verbose: bool) -> Iterator[None]:
 
     ensure_logging_setup()  # Prefect configures its handlers on first use: now, so that there are some to filter
     console = [logging.getLogger(name) for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs")]
-    handlers = [h for lg in console for h in lg.handlers if type(h).__name__ != "APILogHandler"
-                and isinstance(h, logging.StreamHandler)]
+    handlers = [h for lg in console for h in lg.handlers if isinstance(h, logging.StreamHandler)]  # not the API's
     quiet = ExplainedFailures()
     for handler in [] if verbose else handlers:
         handler.addFilter(quiet)
