@@ -318,8 +318,10 @@ def test_a_model_error_is_not_retried_and_stops_the_run(prefect_api, corpus, tin
     assert result.exit_code == 1
     message = final_error(result.stderr)
     assert "broken weights" in message and "Traceback" not in message
-    # The paragraph only: Prefect's log of the same error, with its traceback, stays in Prefect.
-    assert "Traceback" not in result.stderr and "Encountered exception" not in result.stderr, result.stderr
+    # The paragraph only: Prefect's logs of the same error, with its traceback, stay in Prefect. (Counted by
+    # the error's own words: in-process, the tasks cancelled after it may make `logging` report a write to
+    # an earlier CliRunner's closed stream, a traceback of the harness, not of the run.)
+    assert result.stderr.count("broken weights") == 1 and "Encountered exception" not in result.stderr, result.stderr
     # Retrying cannot fix the model, and every other shard would fail the same way.
     assert attempts["part-00000-00000.parquet"] == 1 and len(attempts) < 6
 
@@ -334,7 +336,10 @@ def test_an_environment_error_is_one_paragraph_unless_verbose(prefect_api, corpu
                               *(["--verbose"] if verbose else [])])
     assert result.exit_code == 1
     assert "No space left on device" in final_error(result.stderr)
-    assert ("Traceback" in result.stderr) is verbose, result.stderr  # Prefect's logs, on the terminal only if asked
+    # Prefect's logs of it (messages and traceback), on the terminal only if asked; the paragraph always.
+    assert (result.stderr.count("No space left on device") > 1) is verbose, result.stderr
+    if verbose:
+        assert "Traceback" in result.stderr, result.stderr
 
 
 def test_an_unexpected_exception_keeps_its_traceback(prefect_api, corpus, tiny_model, flaky, tmp_path):
