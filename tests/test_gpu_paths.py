@@ -377,3 +377,21 @@ def test_gpu_bench_runs_every_step_in_order_on_cpu(tmp_path, prefect_api):
     checks = results["checks"]
     assert checks["dask engine labels = local engine labels (every row)"]["status"] == "pass"
     assert "## Targets" in done.stdout
+
+
+def test_sizing_rate_is_the_marginal_one_so_warm_up_does_not_shrink_the_corpus():
+    gpu = load_gpu_bench()
+    # The H200 run's shape: 16 s fixed (one row), a slice whose first window holds ~5 s of warm-up.
+    # Its labelling rate (rows over shard seconds, warm-up included) understates the real one;
+    # the difference of walls cancels what both runs pay.
+    steady, warm_up, fixed, rows = 30_000.0, 5.0, 16.0, 150_000
+    slice_wall = fixed + warm_up + rows / steady
+    label_rate = rows / (warm_up + rows / steady)
+    marginal = gpu.marginal_rate(rows, slice_wall, fixed, label_rate)
+    assert marginal["rate"] == pytest.approx((rows - 1) / (warm_up + rows / steady))
+    assert marginal["rate_from"] == "slice wall - one-row wall"
+    # The one-row run also pays the warm-up, so the measured walls differ by labelling alone:
+    one_row_wall = fixed + warm_up
+    assert gpu.marginal_rate(rows, slice_wall, one_row_wall, label_rate)["rate"] == pytest.approx((rows - 1) / (rows / steady))
+    # Walls that do not differ (a slice too small to measure) fall back to the slice's own rate.
+    assert gpu.marginal_rate(rows, 10.0, 12.0, label_rate) == {"rate": label_rate, "rate_from": "slice labelling (walls too close)"}
