@@ -98,6 +98,19 @@ def test_a_resumed_run_reports_the_repeats_and_refuses_a_changed_dedup(tiny_mode
         runner.run([str(corpus)], tmp_path / "out", config.model_copy(update={"dedup": False}))
 
 
+def test_a_job_started_before_dedup_resumes_with_no_dedup_only(tiny_model, tmp_path):
+    corpus = write_corpus(tmp_path / "in.parquet", repeated_corpus(100, seed=6), row_group_size=50)
+    off = RunConfig(model=tiny_model, device="cpu", max_length=24, shard_rows=50, dedup=False)
+    runner.run([str(corpus)], tmp_path / "out", off)
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    del record["fingerprint"]["dedup"]  # run.json as the version before dedup wrote it
+    (tmp_path / "out" / "run.json").write_text(json.dumps(record))
+    assert runner.run([str(corpus)], tmp_path / "out", off).resumed == 2
+    (tmp_path / "out" / "run.json").write_text(json.dumps(record))
+    with pytest.raises(OutputError, match="dedup: False before, True now"):
+        runner.run([str(corpus)], tmp_path / "out", off.model_copy(update={"dedup": True}))
+
+
 def test_classify_labels_repeats_once(tiny_model, monkeypatch):
     from emodraw_batch import classify
 
