@@ -59,6 +59,9 @@ class RunConfig(BaseModel):
     shard_rows: int = Field(1_000_000, ge=1)
     allow_pickle: bool = False
     cast_text: bool = False
+    # Within a shard, a repeated text goes through the model once and its copies get the same result
+    # (job/dedup.py). In the fingerprint: a resumed run must not mix the two ways of labelling.
+    dedup: bool = True
     skip_bad_files: bool = False
     # Statistics (see stats.py).
     group_by: tuple[str, ...] = ()
@@ -70,7 +73,7 @@ class RunConfig(BaseModel):
     def fingerprint(self) -> dict[str, Any]:
         """The settings that change the labels; a resumed run must match them exactly."""
         return self.model_dump(
-            include={"model", "revision", "text_column", "max_length", "precision", "cast_text"}
+            include={"model", "revision", "text_column", "max_length", "precision", "cast_text", "dedup"}
         )
 
 

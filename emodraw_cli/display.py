@@ -38,6 +38,8 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
     other = {k: v for k, v in summary["status"].items() if k != "ok"}
     if other:
         err.print(f"not classified (no text): {other}")
+    if summary.get("repeats"):
+        err.print(f"served by a repeat (text labelled before in its shard, not run again): {summary['repeats']:,} rows")
     if summary["truncated"]:
         err.print(f"truncated to the max length: {summary['truncated']:,} rows")
     if summary.get("duplicate_ids"):

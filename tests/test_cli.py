@@ -72,16 +72,23 @@ def test_flags_override_config_file(tmp_path):
 
 
 def test_run_json_summary_end_to_end(tiny_model, tmp_path, prefect_api):
-    corpus = write_corpus(tmp_path / "in.parquet", make_texts(50, seed=2) + [""])
+    texts = make_texts(50, seed=2)
+    corpus = write_corpus(tmp_path / "in.parquet", texts + [""] + [texts[3]] * 3)  # a text 4 times: 3 repeats
     result = cli("run", str(corpus), "-o", str(tmp_path / "out"), "--model", tiny_model, "--json", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["rows"] == 51
-    assert summary["status"] == {"ok": 50, "empty": 1}
-    assert sum(summary["emotions"].values()) == 50
+    assert summary["rows"] == 54
+    assert summary["status"] == {"ok": 53, "empty": 1}
+    assert sum(summary["emotions"].values()) == 53
     assert abs(sum(summary["shares"].values()) - 1) < 1e-3
+    assert summary["repeats"] == 3 + len(texts) - len(set(texts))  # served by a repeat (dedup is on by default)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["summary"]["rows"] == 51 and manifest["model"]["model"] == tiny_model
+    assert manifest["summary"]["rows"] == 54 and manifest["model"]["model"] == tiny_model
+    assert manifest["summary"]["repeats"] == summary["repeats"] == manifest["outputs"][0]["repeats"]
+    off = cli("run", str(corpus), "-o", str(tmp_path / "off"), "--model", tiny_model, "--json", "--device", "cpu", "--no-dedup")
+    assert off.returncode == 0, off.stderr
+    assert json.loads(off.stdout)["repeats"] == 0
+    assert json.loads((tmp_path / "off" / "manifest.json").read_text())["config"]["dedup"] is False
 
 
 def test_help_is_light():

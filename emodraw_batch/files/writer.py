@@ -22,6 +22,7 @@ from emodraw_batch.text import OK
 
 ADDED = ("emotion", "score", "n_tokens", "truncated", "status")
 METADATA_KEY = b"emodraw"
+COUNTS_KEY = "emodraw_counts"  # counts known only once a file is written (AtomicParquetWriter.counts)
 
 
 def added_fields(prob_columns: list[str]) -> list[pa.Field]:
@@ -88,15 +89,23 @@ def label_table(
     return out.cast(schema) if out.schema != schema else out
 
 
+def read_counts(path: str | Path, fs: pafs.FileSystem | None = None) -> dict[str, int]:
+    """The counts a writer stored in a file's footer (`AtomicParquetWriter.counts`); {} for files without."""
+    stored = (pq.read_metadata(path, filesystem=fs).metadata or {}).get(COUNTS_KEY.encode())
+    return json.loads(stored) if stored else {}
+
+
 class AtomicParquetWriter:
     """Stream tables into a hidden temporary file that becomes `folder/name` only when complete.
 
     `folder` is a path inside `fs` (local by default; an object store's bucket/prefix works the same).
+    `counts` set before the end are stored in the file's footer (`read_counts`).
     """
 
     def __init__(self, folder: str | Path, name: str, schema: pa.Schema, fs: pafs.FileSystem | None = None) -> None:
         self.schema = schema
         self.rows = 0
+        self.counts: dict[str, int] = {}
         self.fs = fs or pafs.LocalFileSystem()
         self._target = replacing_in(self.fs, f"{folder}/{name}")
         self.temp = self._target.__enter__()
@@ -116,6 +125,8 @@ class AtomicParquetWriter:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
+            if self.counts and exc_type is None:
+                self._writer.add_key_value_metadata({COUNTS_KEY: json.dumps(self.counts)})
             self._writer.close()
             self._sink.close()  # an object store's upload completes here, under the temporary key
         except BaseException as error:

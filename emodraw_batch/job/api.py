@@ -42,6 +42,7 @@ class ClassifySettings(TypedDict, total=False):
     window_rows: int
     allow_pickle: bool
     cast_text: bool
+    dedup: bool
 
 
 class RunSettings(ClassifySettings, total=False):
@@ -125,7 +126,8 @@ def classify(
     `empty`, `blank`), one row per input row in the input's order: what `emodraw-batch run`
     writes for the same rows. `model` is a hub id or a local checkpoint folder, loaded once per
     process and settings and then reused; `settings` are RunConfig's model settings (device,
-    precision, runtime, max_length, batch_tokens, window_rows, revision, allow_pickle, cast_text).
+    precision, runtime, max_length, batch_tokens, window_rows, revision, allow_pickle, cast_text, dedup:
+    a text repeated in `data` is run once, its copies get its result).
     Bad input raises the run's errors (`InputError`, `ConfigError`, `ModelError`: EmodrawError).
     """
     import polars as pl

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from emodraw_batch.job import resume
 from emodraw_batch.files.layout import LABELS, Layout
 from emodraw_batch.files.reader import Shard
+from emodraw_batch.files.writer import read_counts
 from emodraw_batch.job.validate import Job
 
 
@@ -30,6 +31,7 @@ class ShardResult:
     status: dict[str, int]
     truncated: int
     seconds: float
+    repeats: int = 0  # rows served by a text labelled before in the shard (dedup; runner.label_windows)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ def result_from_file(shard: Shard, out: Layout) -> ShardResult:
         status=dict(Counter(table["status"].to_pylist())),
         truncated=int(pc.sum(table["truncated"]).as_py() or 0),
         seconds=0.0,
+        repeats=read_counts(out.shard(shard.name), out.fs).get("repeats", 0),
     )
 
 

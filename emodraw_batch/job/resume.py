@@ -63,11 +63,15 @@ def _changed_input(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> str 
     return None
 
 
+# Settings that joined the fingerprint later, and what a run.json written without them did: such a
+# job resumes with that value (and is another job with the other one).
+_BEFORE_KEY = {"dedup": False}
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    before = {**_BEFORE_KEY, **old.get("fingerprint", {})}
     diffs = [
-        f"{key}: {old['fingerprint'].get(key)!r} before, {value!r} now"
-        for key, value in new["fingerprint"].items()
-        if old.get("fingerprint", {}).get(key) != value
+        f"{key}: {before.get(key)!r} before, {value!r} now" for key, value in new["fingerprint"].items() if before.get(key) != value
     ]
     old_inputs = old.get("inputs") or []
     changed = _changed_input(old_inputs, new["inputs"])

@@ -28,6 +28,7 @@ from emodraw_batch.errors import OutputError
 from emodraw_batch.files.layout import LABELS, STATS, STATS_SUMMARY, Layout, layout
 from emodraw_batch.inference.backends import Pending
 from emodraw_batch.inference.classifier import EmotionClassifier, Prediction, cached_classifier
+from emodraw_batch.job.dedup import Repeats, WindowPlan
 from emodraw_batch.job.plan import Plan, ShardResult, plan
 from emodraw_batch.job.prefetch import SerialWorker, prefetch
 from emodraw_batch.files.reader import Shard, read_windows
@@ -46,8 +47,9 @@ class Summary:
 
     `rows` labelled (every row, with text or not) in `seconds` (`rows_per_s`); `emotions` counts
     the rows of each top emotion, `shares` is each one's share of the rows with text, `status` counts
-    rows by status (ok, null, empty, blank); `files` input files read, `outputs` label files written
-    (`output_files`: their paths as polars opens them, in shard order).
+    rows by status (ok, null, empty, blank); `repeats` the rows whose text had been labelled before
+    in their shard (served that result, not run again; 0 with dedup off); `files` input files read,
+    `outputs` label files written (`output_files`: their paths as polars opens them, in shard order).
     """
 
     rows: int
@@ -60,6 +62,7 @@ class Summary:
     files: int
     outputs: int
     resumed: int = 0  # shards a previous run of the same job had finished
+    repeats: int = 0  # rows with text served by a copy of their text labelled before in the shard (dedup)
     duplicate_ids: int | None = None  # rows whose --id-column value occurs more than once (never dropped)
     skipped_files: list[dict[str, str]] = field(default_factory=list)
     output_dir: str = ""
@@ -88,14 +91,22 @@ def classifier_for(config: RunConfig) -> EmotionClassifier:
     return cached_classifier(**classifier_settings(config))
 
 
-def encode_window(table: pa.Table, config: RunConfig, clf: EmotionClassifier) -> tuple[np.ndarray, list[list[int]], np.ndarray]:
-    """A window's row statuses, and the token ids and truncated flags of its rows with text."""
+def encode_window(
+    table: pa.Table, config: RunConfig, clf: EmotionClassifier, repeats: Repeats | None = None
+) -> tuple[np.ndarray, list[list[int]], np.ndarray, WindowPlan | None]:
+    """A window's row statuses, and the token ids and truncated flags of the rows with text that the
+    model runs: all of them, or with `repeats` (dedup) only the first copy of each text new to the shard
+    (the returned plan says which)."""
     column = table[config.text_column]
     if config.cast_text and not pa.types.is_string(column.type):
         column = column.cast(pa.string())
     texts, status = prepare(column)
-    ids, cut = clf.encode([texts[i] for i in np.flatnonzero(status == OK)])
-    return status, ids, cut
+    texts = [texts[i] for i in np.flatnonzero(status == OK)]
+    window = repeats.plan(texts) if repeats is not None else None
+    if window is not None:
+        texts = [texts[i] for i in window.run]
+    ids, cut = clf.encode(texts)
+    return status, ids, cut, window
 
 
 OnWindow = Callable[[pa.Table, np.ndarray, Prediction], None]
@@ -108,7 +119,7 @@ def label_windows(
     schema: pa.Schema,
     sink: Callable[[pa.Table], None],
     on_window: OnWindow | None = None,
-) -> None:
+) -> int:
     """Label `windows` in order and hand each labelled table (`label_table`, in `schema`) to `sink`.
 
     The one labelling loop: a shard's (`label_shard`, sink = its Parquet writer) and the in-memory
@@ -117,19 +128,28 @@ def label_windows(
     GPU, window k is queued before window k-1's probabilities are collected
     (`EmotionClassifier.submit`), so the device never waits for the host between windows. Order and
     results are the same as running them one after the other. `on_window(table, status, prediction)`
-    runs in the caller's thread once a window's probabilities are in.
+    runs in the caller's thread once a window's probabilities are in. With `config.dedup`, a text
+    repeated in `windows` runs once and its copies get its result (dedup.py). Returns how many rows
+    were served by such a repeat.
     """
+    repeats = Repeats() if config.dedup else None
+    served = 0
 
-    def encoded() -> Iterator[tuple[pa.Table, np.ndarray, list[list[int]], np.ndarray]]:
+    def encoded() -> Iterator[tuple[pa.Table, np.ndarray, list[list[int]], np.ndarray, WindowPlan | None]]:
         for table in windows:
-            yield table, *encode_window(table, config, clf)
+            yield table, *encode_window(table, config, clf, repeats)
 
     def write(table: pa.Table, status: np.ndarray, prediction: Prediction) -> None:
         sink(label_table(table, status, prediction, clf.labels, schema))
 
-    def finish(table: pa.Table, status: np.ndarray, ids: list[list[int]], cut: np.ndarray, pending: Pending) -> None:
+    def finish(table: pa.Table, status: np.ndarray, ids: list[list[int]], cut: np.ndarray,
+               window: WindowPlan | None, pending: Pending) -> None:
+        nonlocal served
         n_tokens = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
         prediction = Prediction(clf.collect(pending), n_tokens, cut)
+        if repeats is not None and window is not None:
+            prediction = repeats.serve(window, prediction)  # the model's rows -> every row with text
+            served += window.repeats
         behind.submit(write, table, status, prediction)
         if on_window:
             on_window(table, status, prediction)
@@ -139,16 +159,17 @@ def label_windows(
         # collected, post-processed and handed to the sink, so the GPU runs k while the host
         # finishes k-1. Elsewhere submit() returns when done, and holding a window back gains nothing.
         in_flight: tuple[Any, ...] | None = None
-        for table, status, ids, cut in prefetch(encoded(), OVERLAP_WINDOWS):
+        for table, status, ids, cut, window in prefetch(encoded(), OVERLAP_WINDOWS):
             pending = clf.submit(ids)
             if in_flight is not None:
                 finish(*in_flight)
-            in_flight = (table, status, ids, cut, pending)
+            in_flight = (table, status, ids, cut, window, pending)
             if pending.done is None:
                 finish(*in_flight)
                 in_flight = None
         if in_flight is not None:
             finish(*in_flight)
+    return served
 
 
 def head_start(job: Job, stop: Callable[[], bool]) -> int:
@@ -168,7 +189,8 @@ def head_start(job: Job, stop: Callable[[], bool]) -> int:
             return 0
         clf = classifier_for(job.config)
         table = next(read_windows(shard, job.config.window_rows))
-        _status, ids, _cut = encode_window(table, job.config, clf)
+        # With dedup, the shard's first window sends only its first copies: encode it the same way.
+        _status, ids, _cut, _window = encode_window(table, job.config, clf, Repeats() if job.config.dedup else None)
         return clf.head_start(ids, stop)
     except Exception:  # noqa: BLE001 - see above
         return 0
@@ -203,7 +225,8 @@ def label_shard(
 
     out = layout(out_dir)
     with AtomicParquetWriter(out.labels, shard.name, schema, out.fs) as writer:
-        label_windows(itertools.chain([first], windows), config, clf, schema, writer.write, count)
+        repeats = label_windows(itertools.chain([first], windows), config, clf, schema, writer.write, count)
+        writer.counts["repeats"] = repeats  # in the file's footer: a resumed run reports it (plan.result_from_file)
     # Give the memory pool's freed blocks back between shards: pyarrow's allocator (mimalloc) keeps
     # them otherwise, and each shard's peak lands on top of the last one's leftovers, so peak RSS
     # crept up with the number of shards (+50 MiB over 6 shards of 50k rows; tests/test_memory.py).
@@ -218,6 +241,7 @@ def label_shard(
         status=dict(statuses),
         truncated=truncated,
         seconds=time.perf_counter() - started,
+        repeats=repeats,
     )
 
 
@@ -238,6 +262,7 @@ def summarize(plan: Plan, results: list[ShardResult], seconds: float) -> Summary
         shares={k: round(v / labelled, 4) for k, v in emotions.most_common()} if labelled else {},
         status=dict(statuses),
         truncated=sum(r.truncated for r in results),
+        repeats=sum(r.repeats for r in results),
         files=len(inputs.files),
         outputs=len(results),
         resumed=len(plan.done),

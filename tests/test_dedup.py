@@ -1,0 +1,148 @@
+"""Repeated texts are labelled once per shard (issue 24 part 1): same results, fewer rows through the model."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from conftest import SAME_MATHS_ATOL, assert_same_labels, labels, make_texts, write_corpus
+
+from emodraw_batch.config import RunConfig
+from emodraw_batch.errors import OutputError
+from emodraw_batch.inference.classifier import Prediction
+from emodraw_batch.job import runner
+from emodraw_batch.job.dedup import Repeats
+from emodraw_batch.text import OK, prepare
+
+LONG = "some tweet text repeated to reach a realistic length " * 2
+PROBS = [f"prob_{label}" for label in ("sadness", "joy", "love", "anger", "fear", "surprise")]
+
+
+def repeated_corpus(n: int = 400, seed: int = 21) -> list[str | None]:
+    """Distinct texts, each repeated 1-4 times at random places, with null, empty and blank rows and a
+    copy that differs from its original only by what cleaning removes (a zero-width space)."""
+    rng = np.random.default_rng(seed)
+    distinct = make_texts(n // 3, seed=seed, max_words=30)
+    rows: list[str | None] = [distinct[i] for i in rng.integers(0, len(distinct), size=n)]
+    rows[5], rows[17], rows[40], rows[41] = None, "", "   ", "\u200b"
+    rows[60] = rows[61][:3] + "\u200b" + rows[61][3:]  # the same text for the model as row 61
+    return rows
+
+
+def model_rows(texts: list[str | None], shards: list[slice]) -> tuple[int, int]:
+    """(rows with text, distinct model inputs summed over the shards)."""
+    ok = distinct = 0
+    for part in shards:
+        cleaned, status = prepare(pa.array(texts[part], pa.string()))
+        kept = [t for t, s in zip(cleaned, status) if s == OK]
+        ok, distinct = ok + len(kept), distinct + len(set(kept))
+    return ok, distinct
+
+
+def count_model_rows(monkeypatch, config: RunConfig) -> list[int]:
+    """Record how many rows each window sends through the model."""
+    clf = runner.classifier_for(config)
+    sent: list[int] = []
+    submit = clf.submit
+    monkeypatch.setattr(clf, "submit", lambda ids: (sent.append(len(ids)), submit(ids))[1])
+    return sent
+
+
+def test_copies_get_bit_identical_results_equal_to_no_dedup(tiny_model, tmp_path, monkeypatch):
+    texts = repeated_corpus()
+    corpus = write_corpus(tmp_path / "in.parquet", texts, row_group_size=100)
+    # Windows of 37 rows: repeats within a window and across windows; shards of 200 rows: the memory is per shard.
+    config = RunConfig(model=tiny_model, device="cpu", max_length=24, window_rows=37, shard_rows=200)
+    sent = count_model_rows(monkeypatch, config)
+    on = runner.run([str(corpus)], tmp_path / "on", config)
+    ok, distinct = model_rows(texts, [slice(0, 200), slice(200, 400)])
+    assert sum(sent) == distinct < ok  # each distinct text of a shard went through the model once
+    sent.clear()
+    off = runner.run([str(corpus)], tmp_path / "off", config.model_copy(update={"dedup": False}))
+    assert sum(sent) == ok
+    a, b = labels(tmp_path / "on"), labels(tmp_path / "off")
+    assert_same_labels(a, b)  # rows in = rows out, order, statuses, labels; probabilities within 1e-5
+    assert a["status"].to_pylist()[5] == "null" and a["status"].to_pylist()[17] == "empty"
+    assert a["status"].to_pylist()[40] == a["status"].to_pylist()[41] == "blank"
+    # Every copy of a text (as the model sees it) carries exactly the same numbers.
+    model_text = [t.replace("\u200b", "") if t else t for t in texts]
+    for shard in (range(0, 200), range(200, 400)):
+        first: dict[str, dict] = {}
+        for i in shard:
+            if a["status"][i].as_py() != "ok":
+                continue
+            row = {c: a[c][i].as_py() for c in [*PROBS, "score", "emotion", "n_tokens", "truncated"]}
+            assert first.setdefault(model_text[i], row) == row, i
+    assert a.slice(60, 1).select(PROBS).equals(a.slice(61, 1).select(PROBS))
+    assert (on.repeats, off.repeats) == (ok - distinct, 0)
+    manifest = json.loads((tmp_path / "on" / "manifest.json").read_text())
+    assert manifest["summary"]["repeats"] == ok - distinct
+    assert sum(o["repeats"] for o in manifest["outputs"]) == ok - distinct
+    assert [o["repeats"] for o in manifest["outputs"]] == [model_rows(texts, [s])[0] - model_rows(texts, [s])[1]
+                                                          for s in (slice(0, 200), slice(200, 400))]
+    assert manifest["config"]["dedup"] is True and manifest["fingerprint"]["dedup"] is True
+
+
+def test_a_resumed_run_reports_the_repeats_and_refuses_a_changed_dedup(tiny_model, tmp_path):
+    texts = repeated_corpus(200, seed=4)
+    corpus = write_corpus(tmp_path / "in.parquet", texts, row_group_size=50)
+    config = RunConfig(model=tiny_model, device="cpu", max_length=24, window_rows=40, shard_rows=100)
+    first = runner.run([str(corpus)], tmp_path / "out", config)
+    assert first.repeats > 0
+    again = runner.run([str(corpus)], tmp_path / "out", config)  # every shard kept: counts from the files
+    assert (again.resumed, again.repeats) == (2, first.repeats)
+    with pytest.raises(OutputError, match="dedup: True before, False now"):
+        runner.run([str(corpus)], tmp_path / "out", config.model_copy(update={"dedup": False}))
+
+
+def test_a_job_started_before_dedup_resumes_with_no_dedup_only(tiny_model, tmp_path):
+    corpus = write_corpus(tmp_path / "in.parquet", repeated_corpus(100, seed=6), row_group_size=50)
+    off = RunConfig(model=tiny_model, device="cpu", max_length=24, shard_rows=50, dedup=False)
+    runner.run([str(corpus)], tmp_path / "out", off)
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    del record["fingerprint"]["dedup"]  # run.json as the version before dedup wrote it
+    (tmp_path / "out" / "run.json").write_text(json.dumps(record))
+    assert runner.run([str(corpus)], tmp_path / "out", off).resumed == 2
+    (tmp_path / "out" / "run.json").write_text(json.dumps(record))
+    with pytest.raises(OutputError, match="dedup: False before, True now"):
+        runner.run([str(corpus)], tmp_path / "out", off.model_copy(update={"dedup": True}))
+
+
+def test_classify_labels_repeats_once(tiny_model, monkeypatch):
+    from emodraw_batch import classify
+
+    texts = ["so happy today", None, "so happy today", "rain again", "so happy today", "rain again"]
+    config = RunConfig(model=tiny_model, device="cpu")
+    sent = count_model_rows(monkeypatch, config)
+    on = classify(texts, model=tiny_model, device="cpu")
+    assert sent == [2]
+    off = classify(texts, model=tiny_model, device="cpu", dedup=False)
+    assert sent == [2, 5]
+    assert on["status"].to_list() == off["status"].to_list() and on.height == 6
+    probs = on.select(PROBS).to_numpy()
+    assert (probs[0] == probs[2]).all() and (probs[0] == probs[4]).all() and (probs[3] == probs[5]).all()
+    np.testing.assert_allclose(probs, off.select(PROBS).to_numpy(), atol=SAME_MATHS_ATOL)
+
+
+def test_dedup_memory_is_bounded_on_a_million_row_shard():
+    """Hashes and results only, never the texts: state <= 90 bytes per distinct text on 1,000,000 distinct
+    texts of ~120 characters (keeping the texts alone would take ~170 bytes per text)."""
+    repeats = Repeats()
+    rows, window = 1_000_000, 50_000
+    tracemalloc.start()
+    try:
+        for start in range(0, rows, window):
+            texts = [f"{i:012d} {LONG}" for i in range(start, start + window)]
+            plan = repeats.plan(texts + texts[:10])  # a few repeats within the window too
+            n = len(plan.run)
+            got = repeats.serve(plan, Prediction(np.full((n, 6), 0.5, np.float32), np.ones(n, np.int32), np.zeros(n, bool)))
+            assert len(got.probs) == window + 10 and plan.repeats == 10
+            del texts, plan, got
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert repeats.nbytes / rows <= 90
+    assert held / rows <= 90, held / rows  # what the process still holds: nothing of the texts
