@@ -235,6 +235,9 @@ def render_html(summary: dict[str, Any], charts: list[tuple[str, str]], palette:
             f"{e(str(t['last']))}: {t['buckets']:,} buckets, {t['empty_buckets']:,} empty; "
             f"{t['rows_without_time']:,} classified rows have no time.</li>"
         )
+    if summary.get("languages"):
+        langs = ", ".join(f"{e(k)}: {v:,}" for k, v in summary["languages"].items())
+        extra.append(f"<li>Rows by detected language (None = unsure or no text): {langs} (table stats/languages.parquet).</li>")
     for column, info in summary.get("group_by", {}).items():
         extra.append(f"<li>Grouped by <b>{e(column)}</b>: {info['groups']:,} groups (table stats/{e(info['table'])}).</li>")
     images = "\n".join(f'<h2>{e(title)}</h2>\n<img src="{e(name)}" alt="{e(title)}">' for name, title in charts)
@@ -296,6 +299,13 @@ def console_tables(stats: st.Stats, max_rows: int = 30) -> list[Table]:
             table.add_row(_fmt(value), f"{n:,}", *(_pct(shares.get(label, 0.0)) if n else "–" for label in stats.labels))
         return table
 
+    if stats.languages is not None:
+        langs = Table(title="Rows by detected language (None = unsure or no text)")
+        for name in ("lang", "rows", "classified"):
+            langs.add_column(name, justify="left" if name == "lang" else "right")
+        for lang, n, classified_rows in stats.languages.head(max_rows).iter_rows():
+            langs.add_row(_fmt(lang), f"{n:,}", f"{classified_rows:,}")
+        tables.append(langs)
     for column, frame in stats.groups.items():
         tables.append(wide(frame, column, f"Emotion shares by {column}", sort_by_size=True))
     if stats.over_time is not None:

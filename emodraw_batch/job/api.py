@@ -42,6 +42,8 @@ class ClassifySettings(TypedDict, total=False):
     window_rows: int
     allow_pickle: bool
     cast_text: bool
+    languages: str
+    language_confidence: float
 
 
 class RunSettings(ClassifySettings, total=False):
@@ -134,11 +136,10 @@ def classify(
                       {"model": model, "text_column": text_column, **settings})
     table = as_table(data, config.text_column)
     check_columns("The data", table.schema, config.text_column, None, config.cast_text, KEYWORDS)
-    check_added_columns(table.column_names)
+    check_added_columns(table.column_names, runner.detects_languages(config))
     check_model(config)  # a device, precision or runtime that cannot run here: refused before the load
     clf = runner.classifier_for(config)
-    metadata = {"emodraw_batch": __version__, **clf.describe(), "config": config.model_dump(mode="json")}
-    schema = output_schema(table.schema, clf.columns, metadata)
+    schema = output_schema(table.schema, clf.columns, runner.label_metadata(config, clf), runner.detects_languages(config))
     windows = (table.slice(start, config.window_rows) for start in range(0, table.num_rows, config.window_rows))
     parts: list[pa.Table] = []
     runner.label_windows(windows, config, clf, schema, parts.append)

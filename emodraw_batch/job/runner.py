@@ -28,6 +28,7 @@ from emodraw_batch.errors import OutputError
 from emodraw_batch.files.layout import LABELS, STATS, STATS_SUMMARY, Layout, layout
 from emodraw_batch.inference.backends import Pending
 from emodraw_batch.inference.classifier import EmotionClassifier, Prediction, cached_classifier
+from emodraw_batch.inference import language
 from emodraw_batch.job.plan import Plan, ShardResult, plan
 from emodraw_batch.job.prefetch import SerialWorker, prefetch
 from emodraw_batch.files.reader import Shard, read_windows
@@ -88,14 +89,31 @@ def classifier_for(config: RunConfig) -> EmotionClassifier:
     return cached_classifier(**classifier_settings(config))
 
 
-def encode_window(table: pa.Table, config: RunConfig, clf: EmotionClassifier) -> tuple[np.ndarray, list[list[int]], np.ndarray]:
-    """A window's row statuses, and the token ids and truncated flags of its rows with text."""
+Encoded = tuple[np.ndarray, list[list[int]], np.ndarray, "language.Rows | None"]
+
+
+def encode_window(table: pa.Table, config: RunConfig, clf: EmotionClassifier) -> Encoded:
+    """A window's row statuses, the token ids and truncated flags of its rows to label, their languages.
+
+    Rows in a language outside `config.languages` get the status `language` and are not encoded.
+    """
     column = table[config.text_column]
     if config.cast_text and not pa.types.is_string(column.type):
         column = column.cast(pa.string())
     texts, status = prepare(column)
+    languages = language.detect_rows(texts, status, config.languages, config.language_confidence)
     ids, cut = clf.encode([texts[i] for i in np.flatnonzero(status == OK)])
-    return status, ids, cut
+    return status, ids, cut, languages
+
+
+def label_metadata(config: RunConfig, clf: EmotionClassifier) -> dict[str, Any]:
+    """What every output file records: version, model, language detector (when on), settings."""
+    detector = language.describe() if detects_languages(config) else {}
+    return {"emodraw_batch": __version__, **clf.describe(), **detector, "config": config.model_dump(mode="json")}
+
+
+def detects_languages(config: RunConfig) -> bool:
+    return config.languages != language.ANY
 
 
 OnWindow = Callable[[pa.Table, np.ndarray, Prediction], None]
@@ -120,17 +138,19 @@ def label_windows(
     runs in the caller's thread once a window's probabilities are in.
     """
 
-    def encoded() -> Iterator[tuple[pa.Table, np.ndarray, list[list[int]], np.ndarray]]:
+    def encoded() -> Iterator[tuple[Any, ...]]:  # (table, *Encoded)
         for table in windows:
             yield table, *encode_window(table, config, clf)
 
-    def write(table: pa.Table, status: np.ndarray, prediction: Prediction) -> None:
-        sink(label_table(table, status, prediction, clf.labels, schema))
+    def write(table: pa.Table, status: np.ndarray, prediction: Prediction, langs: language.Rows | None) -> None:
+        sink(label_table(table, status, prediction, clf.labels, schema, langs))
 
-    def finish(table: pa.Table, status: np.ndarray, ids: list[list[int]], cut: np.ndarray, pending: Pending) -> None:
+    def finish(
+        table: pa.Table, status: np.ndarray, ids: list[list[int]], cut: np.ndarray, langs: Any, pending: Pending
+    ) -> None:
         n_tokens = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
         prediction = Prediction(clf.collect(pending), n_tokens, cut)
-        behind.submit(write, table, status, prediction)
+        behind.submit(write, table, status, prediction, langs)
         if on_window:
             on_window(table, status, prediction)
 
@@ -139,11 +159,11 @@ def label_windows(
         # collected, post-processed and handed to the sink, so the GPU runs k while the host
         # finishes k-1. Elsewhere submit() returns when done, and holding a window back gains nothing.
         in_flight: tuple[Any, ...] | None = None
-        for table, status, ids, cut in prefetch(encoded(), OVERLAP_WINDOWS):
+        for table, status, ids, cut, langs in prefetch(encoded(), OVERLAP_WINDOWS):
             pending = clf.submit(ids)
             if in_flight is not None:
                 finish(*in_flight)
-            in_flight = (table, status, ids, cut, pending)
+            in_flight = (table, status, ids, cut, langs, pending)
             if pending.done is None:
                 finish(*in_flight)
                 in_flight = None
@@ -168,7 +188,7 @@ def head_start(job: Job, stop: Callable[[], bool]) -> int:
             return 0
         clf = classifier_for(job.config)
         table = next(read_windows(shard, job.config.window_rows))
-        _status, ids, _cut = encode_window(table, job.config, clf)
+        _status, ids, _cut, _langs = encode_window(table, job.config, clf)
         return clf.head_start(ids, stop)
     except Exception:  # noqa: BLE001 - see above
         return 0
@@ -187,10 +207,9 @@ def label_shard(
     emotions = np.zeros(len(clf.labels), dtype=np.int64)
     statuses: Counter[str] = Counter()
     truncated = 0
-    metadata = {"emodraw_batch": __version__, **clf.describe(), "config": config.model_dump(mode="json")}
     windows = read_windows(shard, config.window_rows)
     first = next(windows)  # always one table, empty for a zero-row shard: its schema shapes the output
-    schema = output_schema(first.schema, clf.columns, metadata)
+    schema = output_schema(first.schema, clf.columns, label_metadata(config, clf), detects_languages(config))
 
     def count(table: pa.Table, status: np.ndarray, prediction: Prediction) -> None:
         nonlocal truncated
