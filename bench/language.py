@@ -141,6 +141,32 @@ def rows_per_s(detect: Detector, texts: list[str], seconds: float = 3.0) -> floa
     return done / (time.perf_counter() - started)
 
 
+def labelling_cost(texts: list[str], model: str, repeat: int) -> None:
+    """Labelling rows/s in memory (`classify`, model loaded, one warm-up) with --languages any and en.
+
+    The same loop as a run (`runner.label_windows`): detection runs in the prefetch thread beside
+    the model; on a machine with spare cores it costs the model nothing.
+    """
+    import torch
+
+    import emodraw_batch as eb
+
+    print(f"\nLabelling cost: {len(texts)} Emotions texts, model {model}, CPU, torch threads {torch.get_num_threads()}\n")
+    print("| languages | rows/s labelling (median of %d) | rows skipped |" % repeat)
+    print("|---|---:|---:|")
+    eb.classify(texts[:500], model=model, device="cpu")  # load and warm up
+    rates: dict[str, list[float]] = {"any": [], "en": []}
+    skipped = {}
+    for _ in range(repeat):
+        for languages in ("any", "en"):
+            started = time.perf_counter()
+            frame = eb.classify(texts, model=model, device="cpu", languages=languages)
+            rates[languages].append(len(texts) / (time.perf_counter() - started))
+            skipped[languages] = int((frame["status"] == "language").sum())
+    for languages, got in rates.items():
+        print(f"| {languages} | {sorted(got)[len(got) // 2]:,.0f} | {skipped[languages]} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fortunes", type=Path, required=True)
@@ -149,6 +175,9 @@ def main() -> None:
     parser.add_argument("--per-language", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--detectors", default="fasttext,py3langid")
+    parser.add_argument("--cost-model", help="also time labelling with this model (e.g. offline) with --languages any vs en")
+    parser.add_argument("--cost-rows", type=int, default=8000, help="Emotions texts (train split beside --emotions) for the cost")
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
     rows = sample(fortunes(args.fortunes) + udhr(args.udhr), args.per_language, args.seed)
@@ -175,6 +204,10 @@ def main() -> None:
         print(f"\n{name}: Emotions test texts taken for another language at 0.5: {dict(wrong.most_common(8))}")
         speed_set, speed_emo = rows_per_s(detect, texts), rows_per_s(detect, emotions)
         print(f"{name}: {speed_set:,.0f} rows/s on one core (multilingual set), {speed_emo:,.0f} rows/s (Emotions test)")
+    if args.cost_model:
+        train = args.emotions.with_name("train.txt")
+        lines = [line.rsplit(";", 1)[0] for line in train.read_text().splitlines() if line]
+        labelling_cost(lines[: args.cost_rows], args.cost_model, args.repeat)
 
 
 if __name__ == "__main__":

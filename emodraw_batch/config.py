@@ -86,12 +86,17 @@ class RunConfig(BaseModel):
             )
         return ",".join(codes)
 
+    @property
+    def detects_languages(self) -> bool:
+        """Whether rows get a language (and rows outside `languages` are skipped): all but `any`."""
+        return self.languages != "any"
+
     def fingerprint(self) -> dict[str, Any]:
         """The settings that change the labels; a resumed run must match them exactly."""
         values = self.model_dump(
             include={"model", "revision", "text_column", "max_length", "precision", "cast_text", "languages"}
         )
-        if self.languages != "any":  # the threshold changes nothing when nothing is detected
+        if self.detects_languages:  # the threshold changes nothing when nothing is detected
             values["language_confidence"] = self.language_confidence
         return values
 

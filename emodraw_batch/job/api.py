@@ -136,10 +136,10 @@ def classify(
                       {"model": model, "text_column": text_column, **settings})
     table = as_table(data, config.text_column)
     check_columns("The data", table.schema, config.text_column, None, config.cast_text, KEYWORDS)
-    check_added_columns(table.column_names, runner.detects_languages(config))
+    check_added_columns(table.column_names, config.detects_languages)
     check_model(config)  # a device, precision or runtime that cannot run here: refused before the load
     clf = runner.classifier_for(config)
-    schema = output_schema(table.schema, clf.columns, runner.label_metadata(config, clf), runner.detects_languages(config))
+    schema = output_schema(table.schema, clf.columns, runner.label_metadata(config, clf), config.detects_languages)
     windows = (table.slice(start, config.window_rows) for start in range(0, table.num_rows, config.window_rows))
     parts: list[pa.Table] = []
     runner.label_windows(windows, config, clf, schema, parts.append)

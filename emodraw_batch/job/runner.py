@@ -108,12 +108,8 @@ def encode_window(table: pa.Table, config: RunConfig, clf: EmotionClassifier) ->
 
 def label_metadata(config: RunConfig, clf: EmotionClassifier) -> dict[str, Any]:
     """What every output file records: version, model, language detector (when on), settings."""
-    detector = language.describe() if detects_languages(config) else {}
+    detector = language.describe() if config.detects_languages else {}
     return {"emodraw_batch": __version__, **clf.describe(), **detector, "config": config.model_dump(mode="json")}
-
-
-def detects_languages(config: RunConfig) -> bool:
-    return config.languages != language.ANY
 
 
 OnWindow = Callable[[pa.Table, np.ndarray, Prediction], None]
@@ -209,7 +205,7 @@ def label_shard(
     truncated = 0
     windows = read_windows(shard, config.window_rows)
     first = next(windows)  # always one table, empty for a zero-row shard: its schema shapes the output
-    schema = output_schema(first.schema, clf.columns, label_metadata(config, clf), detects_languages(config))
+    schema = output_schema(first.schema, clf.columns, label_metadata(config, clf), config.detects_languages)
 
     def count(table: pa.Table, status: np.ndarray, prediction: Prediction) -> None:
         nonlocal truncated

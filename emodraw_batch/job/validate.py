@@ -83,7 +83,7 @@ def check_model(config: RunConfig) -> str | None:
         warnings.simplefilter("ignore", PrecisionWarning)
         precision = resolve_precision(config.precision, device)
     onnx_forward.check(config.runtime, device, precision)
-    if config.languages != language.ANY:
+    if config.detects_languages:
         language.check_available()
     return half_precision_advice(precision, device)
 
@@ -137,10 +137,9 @@ def validate(specs: Sequence[str], out_dir: str | Path | Layout, config: RunConf
     )
     out = layout(out_dir)
     _check_output_dir(out, inputs)
-    detects = config.languages != "any"
-    check_added_columns((c for f in inputs.files for c in f.schema.names), detects)
+    check_added_columns((c for f in inputs.files for c in f.schema.names), config.detects_languages)
     # --group-by lang works when the labels will have it
-    schema = inputs.schema.append(pa.field("lang", pa.string())) if detects else inputs.schema
+    schema = inputs.schema.append(pa.field("lang", pa.string())) if config.detects_languages else inputs.schema
     stats.check_options(schema, config.group_by, config.time_column, config.every)
     shards = plan_shards(inputs, config.shard_rows)
     record = resume.job_record(inputs, config, shards)
