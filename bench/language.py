@@ -165,6 +165,32 @@ def labelling_cost(texts: list[str], model: str, repeat: int) -> None:
             skipped[languages] = int((frame["status"] == "language").sum())
     for languages, got in rates.items():
         print(f"| {languages} | {sorted(got)[len(got) // 2]:,.0f} | {skipped[languages]} |")
+    prefetch_stage(texts, model, repeat)
+
+
+def prefetch_stage(texts: list[str], model: str, repeat: int) -> None:
+    """rows/s of the prefetch thread's work alone (clean, detect, tokenize: `runner.encode_window`), one thread.
+
+    Detection is off the model's path as long as this stays above the model's rate (GPU: ~30,000 rows/s,
+    bench/GPU-results.md).
+    """
+    import pyarrow as pa
+
+    from emodraw_batch.config import RunConfig
+    from emodraw_batch.job import runner
+
+    table = pa.table({"text": pa.array(texts, pa.string())})
+    print("\n| languages | prefetch stage rows/s (clean + detect + tokenize, one thread, median of %d) |" % repeat)
+    print("|---|---:|")
+    for languages in ("any", "en"):
+        config = RunConfig(model=model, device="cpu", languages=languages)
+        clf = runner.classifier_for(config)
+        got = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            runner.encode_window(table, config, clf)
+            got.append(len(texts) / (time.perf_counter() - started))
+        print(f"| {languages} | {sorted(got)[len(got) // 2]:,.0f} |")
 
 
 def main() -> None:
