@@ -116,7 +116,7 @@ def overall_chart(summary: dict[str, Any], palette: dict[str, str]) -> Figure:
     unclassified = sum(summary["unclassified"].values())
     ax.set_title(
         f"Emotion shares: {summary['classified']:,} classified rows"
-        + (f" ({unclassified:,} without text not counted)" if unclassified else ""),
+        + (f" ({unclassified:,} not classified, not counted)" if unclassified else ""),
         loc="left",
     )
     return fig
@@ -253,7 +253,7 @@ def render_html(summary: dict[str, Any], charts: list[tuple[str, str]], palette:
 <p class="muted">Output folder {e(str(out_dir))}. Shares are over classified rows only.</p>
 <ul>
 <li>Rows: <b>{summary['rows']:,}</b>; classified: <b>{summary['classified']:,}</b>;
-not classified (no text): {e(unclassified)}.</li>
+not classified (no text, or another language): {e(unclassified)}.</li>
 {chr(10).join(extra)}
 </ul>
 <h2>Summary</h2>
@@ -276,7 +276,7 @@ def console_tables(stats: st.Stats, max_rows: int = 30) -> list[Table]:
 
     classified = stats.classified
     unclassified = {s: n for s, n in stats.status.iter_rows() if s != OK}
-    caption = f"{stats.rows:,} rows; not classified (no text): {unclassified or 'none'}"
+    caption = f"{stats.rows:,} rows; not classified (no text, or another language): {unclassified or 'none'}"
     overall = Table(title=f"Emotions over {classified:,} classified rows", caption=caption)
     for name in ("emotion", "rows", "share", "mean score", "median score"):
         overall.add_column(name, justify="left" if name == "emotion" else "right")
