@@ -89,21 +89,29 @@ def classifier_for(config: RunConfig) -> EmotionClassifier:
     return cached_classifier(**classifier_settings(config))
 
 
+Prepared = tuple[list[str], np.ndarray, "language.Rows | None"]
 Encoded = tuple[np.ndarray, list[list[int]], np.ndarray, "language.Rows | None"]
 
 
-def encode_window(table: pa.Table, config: RunConfig, clf: EmotionClassifier) -> Encoded:
-    """A window's row statuses, the token ids and truncated flags of its rows to label, their languages.
-
-    Rows in a language outside `config.languages` get the status `language` and are not encoded.
-    """
+def prepare_window(table: pa.Table, config: RunConfig) -> Prepared:
+    """A window's cleaned texts, row statuses and languages (rows outside `config.languages`: status `language`)."""
     column = table[config.text_column]
     if config.cast_text and not pa.types.is_string(column.type):
         column = column.cast(pa.string())
     texts, status = prepare(column)
-    languages = language.detect_rows(texts, status, config.languages, config.language_confidence)
+    return texts, status, language.detect_rows(texts, status, config.languages, config.language_confidence)
+
+
+def encode_prepared(prepared: Prepared, clf: EmotionClassifier) -> Encoded:
+    """The token ids and truncated flags of the rows to label (status `ok`), with the statuses and languages."""
+    texts, status, languages = prepared
     ids, cut = clf.encode([texts[i] for i in np.flatnonzero(status == OK)])
     return status, ids, cut, languages
+
+
+def encode_window(table: pa.Table, config: RunConfig, clf: EmotionClassifier) -> Encoded:
+    """A window's row statuses, the token ids and truncated flags of its rows to label, their languages."""
+    return encode_prepared(prepare_window(table, config), clf)
 
 
 def label_metadata(config: RunConfig, clf: EmotionClassifier) -> dict[str, Any]:
@@ -127,16 +135,23 @@ def label_windows(
 
     The one labelling loop: a shard's (`label_shard`, sink = its Parquet writer) and the in-memory
     `classify`'s (sink = a list). The stages overlap (see prefetch.py): a thread reads, cleans and
-    tokenizes window k+1 while the model runs window k and another thread sinks window k-1; on a
-    GPU, window k is queued before window k-1's probabilities are collected
-    (`EmotionClassifier.submit`), so the device never waits for the host between windows. Order and
-    results are the same as running them one after the other. `on_window(table, status, prediction)`
-    runs in the caller's thread once a window's probabilities are in.
+    tokenizes window k+1 (languages are detected one window earlier, in a thread of their own) while
+    the model runs window k and another thread sinks window k-1; on a GPU, window k is queued before
+    window k-1's probabilities are collected (`EmotionClassifier.submit`), so the device never waits
+    for the host between windows. Order and results are the same as running them one after the other.
+    `on_window(table, status, prediction)` runs in the caller's thread once a window's probabilities are in.
     """
 
-    def encoded() -> Iterator[tuple[Any, ...]]:  # (table, *Encoded)
+    def prepared() -> Iterator[tuple[pa.Table, Prepared]]:
         for table in windows:
-            yield table, *encode_window(table, config, clf)
+            yield table, prepare_window(table, config)
+
+    def encoded() -> Iterator[tuple[Any, ...]]:  # (table, *Encoded)
+        # With languages, two threads ahead of the model: one reads, cleans and detects (fastText holds
+        # the GIL), the other tokenizes (Rust, without it), so detection adds to neither stage's time.
+        depth = OVERLAP_WINDOWS if config.detects_languages else 0
+        for table, ready in prefetch(prepared(), depth):
+            yield table, *encode_prepared(ready, clf)
 
     def write(table: pa.Table, status: np.ndarray, prediction: Prediction, langs: language.Rows | None) -> None:
         sink(label_table(table, status, prediction, clf.labels, schema, langs))
