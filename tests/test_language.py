@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import SAME_MATHS_ATOL, labels, make_texts, write_corpus
 from emodraw_batch.config import RunConfig, load_config
-from emodraw_batch.errors import ConfigError, OutputError
+from emodraw_batch.errors import ConfigError, InputError, OutputError
 from emodraw_batch.files.writer import added_fields, read_metadata
 from emodraw_batch.job import runner
 
@@ -103,3 +104,16 @@ def test_languages_setting_is_checked_and_normalised():
     for bad in ("english", "en,any", "e1", ","):
         with pytest.raises(ConfigError, match="languages must be"):
             load_config(None, languages=bad)
+
+
+def test_an_input_lang_column_clashes_unless_languages_any(tmp_path, tiny_model):
+    src = write_corpus(tmp_path / "in" / "c.parquet", [ENGLISH, FOREIGN[3]], lang=pa.array(["en", "es"]))
+    with pytest.raises(InputError, match="--languages any"):
+        run(src, tmp_path / "out", tiny_model)
+    run(src, tmp_path / "any", tiny_model, languages="any")
+    got = labels(tmp_path / "any")
+    assert got["lang"].to_pylist() == ["en", "es"] and got["status"].to_pylist() == ["ok", "ok"]
+    # --group-by lang: the detected language, when languages are detected
+    run(corpus(tmp_path), tmp_path / "grouped", tiny_model, group_by=("lang",))
+    groups = pq.read_table(tmp_path / "grouped" / "stats" / "by_lang.parquet")
+    assert set(groups["lang"].to_pylist()) <= {"en", None}
