@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import pyarrow as pa
 
-from emodraw_batch import __version__
 from emodraw_batch.config import DEFAULT_MODEL, Precision, RunConfig, build
 from emodraw_batch.errors import ConfigError, InputError
 from emodraw_batch.files.reader import KEYWORDS, check_columns
