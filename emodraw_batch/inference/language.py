@@ -6,7 +6,7 @@ loader, whose default model is downloaded at first use. Nothing here downloads.
 A text is "in language X" when the model's top label is X with a score of at least the
 threshold; below it the language is unknown (null) and the row is labelled as usual.
 One core detects tens of thousands of tweet-length rows per second (bench/language.py), and it
-runs in the thread that reads and tokenizes the next window, off the model's path.
+runs in a thread of its own, one window ahead of the tokenizing thread, off the model's path.
 """
 
 from __future__ import annotations
