@@ -11,6 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 OK, NULL, EMPTY, BLANK = "ok", "null", "empty", "blank"
+# A text confidently detected in a language outside `--languages` (inference/language.py): kept, not labelled.
+LANGUAGE = "language"
 
 # Zero-width characters and the byte-order mark carry no meaning for the model.
 _ZERO_WIDTH = r"[\x{200B}-\x{200D}\x{2060}\x{FEFF}]"

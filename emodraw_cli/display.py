@@ -37,7 +37,7 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
     err.print(table)
     other = {k: v for k, v in summary["status"].items() if k != "ok"}
     if other:
-        err.print(f"not classified (no text): {other}")
+        err.print(f"not classified (no text, or another language): {other}")
     if summary.get("repeats"):
         err.print(f"served by a repeat (text labelled before in its shard, not run again): {summary['repeats']:,} rows")
     if summary["truncated"]:

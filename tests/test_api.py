@@ -100,7 +100,7 @@ def test_classify_a_dataframe_a_series_and_a_list_as_the_cli_labels_them(cli_out
     assert [statuses[i] for i in SPECIAL] == ["null", "empty", "blank"]
     assert from_list["emotion"][3] is None and from_list["n_tokens"][7] == 0
     assert statuses.count("ok") == ROWS - len(SPECIAL) and from_list["truncated"].any()
-    assert from_list.columns[-3:] == ["n_tokens", "truncated", "status"]
+    assert from_list.columns[-5:] == ["n_tokens", "truncated", "status", "lang", "lang_score"]
     # The model the CLI's run loaded in this process, reused: loaded once for the run and every classify.
     config = RunConfig(model=tiny_model, device="cpu", shard_rows=50, window_rows=50)
     assert load_count(**classifier_settings(config)) == 1
@@ -116,9 +116,10 @@ def test_classify_a_dataframe_a_series_and_a_list_as_the_cli_labels_them(cli_out
 def test_classify_takes_empty_input_and_keeps_other_columns_as_they_are(cli_out, tiny_model):
     empty = classify([], model=tiny_model, device="cpu")
     assert empty.height == 0 and empty.columns == labels(cli_out[0]).drop_columns(["id"]).schema.names
-    frame = pl.DataFrame({"lang": ["en", "en"], "body": ["so happy today", None], "day": [1, 2]})
+    # (An input column named `lang` would clash with the detected language: tests/test_language.py.)
+    frame = pl.DataFrame({"country": ["uk", "uk"], "body": ["so happy today", None], "day": [1, 2]})
     out = classify(frame, model=tiny_model, device="cpu", text_column="body")
-    assert out.columns[:3] == ["lang", "body", "day"] and out["day"].to_list() == [1, 2]
+    assert out.columns[:3] == ["country", "body", "day"] and out["day"].to_list() == [1, 2]
     assert out["status"].to_list() == ["ok", "null"]
     # A group_by on the result, as in the docs.
     shares = out.filter(pl.col("status") == "ok").group_by("lang").agg(pl.col("emotion").value_counts())

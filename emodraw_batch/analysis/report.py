@@ -116,7 +116,7 @@ def overall_chart(summary: dict[str, Any], palette: dict[str, str]) -> Figure:
     unclassified = sum(summary["unclassified"].values())
     ax.set_title(
         f"Emotion shares: {summary['classified']:,} classified rows"
-        + (f" ({unclassified:,} without text not counted)" if unclassified else ""),
+        + (f" ({unclassified:,} not classified, not counted)" if unclassified else ""),
         loc="left",
     )
     return fig
@@ -235,6 +235,9 @@ def render_html(summary: dict[str, Any], charts: list[tuple[str, str]], palette:
             f"{e(str(t['last']))}: {t['buckets']:,} buckets, {t['empty_buckets']:,} empty; "
             f"{t['rows_without_time']:,} classified rows have no time.</li>"
         )
+    if summary.get("languages"):
+        langs = ", ".join(f"{e(k)}: {v:,}" for k, v in summary["languages"].items())
+        extra.append(f"<li>Rows by detected language (None = unsure or no text): {langs} (table stats/languages.parquet).</li>")
     for column, info in summary.get("group_by", {}).items():
         extra.append(f"<li>Grouped by <b>{e(column)}</b>: {info['groups']:,} groups (table stats/{e(info['table'])}).</li>")
     images = "\n".join(f'<h2>{e(title)}</h2>\n<img src="{e(name)}" alt="{e(title)}">' for name, title in charts)
@@ -250,7 +253,7 @@ def render_html(summary: dict[str, Any], charts: list[tuple[str, str]], palette:
 <p class="muted">Output folder {e(str(out_dir))}. Shares are over classified rows only.</p>
 <ul>
 <li>Rows: <b>{summary['rows']:,}</b>; classified: <b>{summary['classified']:,}</b>;
-not classified (no text): {e(unclassified)}.</li>
+not classified (no text, or another language): {e(unclassified)}.</li>
 {chr(10).join(extra)}
 </ul>
 <h2>Summary</h2>
@@ -273,7 +276,7 @@ def console_tables(stats: st.Stats, max_rows: int = 30) -> list[Table]:
 
     classified = stats.classified
     unclassified = {s: n for s, n in stats.status.iter_rows() if s != OK}
-    caption = f"{stats.rows:,} rows; not classified (no text): {unclassified or 'none'}"
+    caption = f"{stats.rows:,} rows; not classified (no text, or another language): {unclassified or 'none'}"
     overall = Table(title=f"Emotions over {classified:,} classified rows", caption=caption)
     for name in ("emotion", "rows", "share", "mean score", "median score"):
         overall.add_column(name, justify="left" if name == "emotion" else "right")
@@ -296,6 +299,13 @@ def console_tables(stats: st.Stats, max_rows: int = 30) -> list[Table]:
             table.add_row(_fmt(value), f"{n:,}", *(_pct(shares.get(label, 0.0)) if n else "–" for label in stats.labels))
         return table
 
+    if stats.languages is not None:
+        langs = Table(title="Rows by detected language (None = unsure or no text)")
+        for name in ("lang", "rows", "classified"):
+            langs.add_column(name, justify="left" if name == "lang" else "right")
+        for lang, n, classified_rows in stats.languages.head(max_rows).iter_rows():
+            langs.add_row(_fmt(lang), f"{n:,}", f"{classified_rows:,}")
+        tables.append(langs)
     for column, frame in stats.groups.items():
         tables.append(wide(frame, column, f"Emotion shares by {column}", sort_by_size=True))
     if stats.over_time is not None:

@@ -6,6 +6,7 @@
     by_<column>.parquet  <column>, emotion, count, share, mean_score, median_score   (one per --group-by)
     over_time.parquet    bucket, emotion, count, share   (every bucket from first to last, empty ones included)
     status.parquet       status, rows   (`ok`, and why the other rows were not classified)
+    languages.parquet    lang, rows, classified   (when the labels have a `lang` column; lang null = unsure or no text)
 
 Shares are over classified rows only (`status == "ok"`); rows with no text are
 counted in `status.parquet` and `summary.json`, never in a share. Everything is
@@ -114,6 +115,7 @@ class Stats:
     time_column: str | None = None
     every: str | None = None
     rows_without_time: int = 0
+    languages: pl.DataFrame | None = None
 
     @property
     def classified(self) -> int:
@@ -132,6 +134,9 @@ class Stats:
             "group_by": {},
             "time": None,
         }
+        if self.languages is not None:
+            out["tables"]["languages"] = "languages.parquet"
+            out["languages"] = {str(lang): int(n) for lang, n, _ in self.languages.head(20).iter_rows()}
         for column, frame in self.groups.items():
             out["group_by"][column] = {"table": table_name(column), "groups": frame[column].n_unique()}
         if self.over_time is not None:
@@ -211,6 +216,12 @@ def compute(
             .sort(column, pl.col("emotion").cast(order), nulls_last=True)
             .select(column, "emotion", "count", "share", "mean_score", "median_score")
         )
+    if "lang" in schema.names:
+        queries["languages"] = (
+            frame.group_by("lang")
+            .agg(pl.len().cast(pl.Int64).alias("rows"), (pl.col("status") == OK).sum().cast(pl.Int64).alias("classified"))
+            .sort("rows", "lang", descending=[True, False], nulls_last=True)
+        )
     if time_column is not None:
         # Date columns become datetimes so that sub-day buckets (1h) work the same for both.
         when = pl.col(time_column)
@@ -238,6 +249,7 @@ def compute(
         status=status,
         overall=overall,
         groups={c: results[f"by:{c}"] for c in group_by},
+        languages=results.get("languages"),
     )
     if time_column is not None:
         stats.over_time = _fill_buckets(results["time"], labels, every)
@@ -293,6 +305,8 @@ def write(stats: Stats, out_dir: str | Path | Layout) -> dict[str, Any]:
             _put(out, f"{temp}/{table_name(column)}", frame.write_parquet)
         if stats.over_time is not None:
             _put(out, f"{temp}/over_time.parquet", stats.over_time.write_parquet)
+        if stats.languages is not None:
+            _put(out, f"{temp}/languages.parquet", stats.languages.write_parquet)
         text = json.dumps(summary, indent=2, default=str) + "\n"
         _put(out, f"{temp}/{STATS_SUMMARY}", lambda fh: fh.write(text.encode()))
     return summary

@@ -18,14 +18,17 @@ import pyarrow.parquet as pq
 from emodraw_batch.atomic import replacing_in
 from emodraw_batch.errors import InputError
 from emodraw_batch.inference.classifier import Prediction
+from emodraw_batch.inference.language import Rows
 from emodraw_batch.text import OK
 
 ADDED = ("emotion", "score", "n_tokens", "truncated", "status")
+# Added after `status` only when languages are detected (any setting but --languages any).
+LANGUAGE_ADDED = ("lang", "lang_score")
 METADATA_KEY = b"emodraw"
 COUNTS_KEY = "emodraw_counts"  # counts known only once a file is written (AtomicParquetWriter.counts)
 
 
-def added_fields(prob_columns: list[str]) -> list[pa.Field]:
+def added_fields(prob_columns: list[str], languages: bool = False) -> list[pa.Field]:
     """The columns every output file gets after the passthrough columns (the output contract)."""
     return [
         pa.field("emotion", pa.string()),
@@ -34,21 +37,26 @@ def added_fields(prob_columns: list[str]) -> list[pa.Field]:
         pa.field("n_tokens", pa.int32()),
         pa.field("truncated", pa.bool_()),
         pa.field("status", pa.string()),
+        *((pa.field("lang", pa.string()), pa.field("lang_score", pa.float32())) if languages else ()),
     ]
 
 
-def check_added_columns(names: Iterable[str]) -> None:
+def check_added_columns(names: Iterable[str], languages: bool = False) -> None:
     """No input column may take the name of a column the output adds."""
-    clash = sorted({c for c in names if c in ADDED or c.startswith("prob_")})
+    added = ADDED + LANGUAGE_ADDED if languages else ADDED
+    clash = sorted({c for c in names if c in added or c.startswith("prob_")})
     if clash:
+        also = " (or pass --languages any, which adds no lang columns)" if set(clash) & set(LANGUAGE_ADDED) else ""
         raise InputError(
             f"Input columns {clash} clash with the output columns emodraw-batch adds "
-            f"({', '.join(ADDED)}, prob_<label>). Rename them in the input, or drop them before labelling."
+            f"({', '.join(added)}, prob_<label>). Rename them in the input, or drop them before labelling{also}."
         )
 
 
-def output_schema(input_schema: pa.Schema, prob_columns: list[str], metadata: dict[str, Any]) -> pa.Schema:
-    fields = [*input_schema.remove_metadata(), *added_fields(prob_columns)]
+def output_schema(
+    input_schema: pa.Schema, prob_columns: list[str], metadata: dict[str, Any], languages: bool = False
+) -> pa.Schema:
+    fields = [*input_schema.remove_metadata(), *added_fields(prob_columns, languages)]
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, default=str).encode()})
 
 
@@ -58,7 +66,12 @@ def read_metadata(path: str | Path, fs: pafs.FileSystem | None = None) -> dict[s
 
 
 def label_table(
-    table: pa.Table, status: np.ndarray, prediction: Prediction, labels: list[str], schema: pa.Schema
+    table: pa.Table,
+    status: np.ndarray,
+    prediction: Prediction,
+    labels: list[str],
+    schema: pa.Schema,
+    languages: Rows | None = None,
 ) -> pa.Table:
     """Input columns unchanged, plus the label columns. `prediction` covers only the `ok` rows."""
     n = table.num_rows
@@ -83,6 +96,9 @@ def label_table(
         pa.array(truncated, pa.bool_()),
         pa.array(status.astype(str), pa.string()),
     ]
+    if languages is not None:
+        lang, lang_score = languages
+        columns += [pa.array(lang, pa.string()), pa.array(lang_score, pa.float32(), from_pandas=True)]
     out = table
     for f, col in zip(list(schema)[table.num_columns :], columns):
         out = out.append_column(f, col)

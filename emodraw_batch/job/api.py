@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import pyarrow as pa
 
-from emodraw_batch import __version__
 from emodraw_batch.config import DEFAULT_MODEL, Precision, RunConfig, build
 from emodraw_batch.errors import ConfigError, InputError
 from emodraw_batch.files.reader import KEYWORDS, check_columns
@@ -43,6 +42,8 @@ class ClassifySettings(TypedDict, total=False):
     allow_pickle: bool
     cast_text: bool
     dedup: bool
+    languages: str
+    language_confidence: float
 
 
 class RunSettings(ClassifySettings, total=False):
@@ -136,11 +137,10 @@ def classify(
                       {"model": model, "text_column": text_column, **settings})
     table = as_table(data, config.text_column)
     check_columns("The data", table.schema, config.text_column, None, config.cast_text, KEYWORDS)
-    check_added_columns(table.column_names)
+    check_added_columns(table.column_names, config.detects_languages)
     check_model(config)  # a device, precision or runtime that cannot run here: refused before the load
     clf = runner.classifier_for(config)
-    metadata = {"emodraw_batch": __version__, **clf.describe(), "config": config.model_dump(mode="json")}
-    schema = output_schema(table.schema, clf.columns, metadata)
+    schema = output_schema(table.schema, clf.columns, runner.label_metadata(config, clf), config.detects_languages)
     windows = (table.slice(start, config.window_rows) for start in range(0, table.num_rows, config.window_rows))
     parts: list[pa.Table] = []
     runner.label_windows(windows, config, clf, schema, parts.append)

@@ -28,6 +28,7 @@ from emodraw_batch.errors import OutputError
 from emodraw_batch.files.layout import LABELS, STATS, STATS_SUMMARY, Layout, layout
 from emodraw_batch.inference.backends import Pending
 from emodraw_batch.inference.classifier import EmotionClassifier, Prediction, cached_classifier
+from emodraw_batch.inference import language
 from emodraw_batch.job.dedup import Repeats, WindowPlan
 from emodraw_batch.job.plan import Plan, ShardResult, plan
 from emodraw_batch.job.prefetch import SerialWorker, prefetch
@@ -91,22 +92,43 @@ def classifier_for(config: RunConfig) -> EmotionClassifier:
     return cached_classifier(**classifier_settings(config))
 
 
-def encode_window(
-    table: pa.Table, config: RunConfig, clf: EmotionClassifier, repeats: Repeats | None = None
-) -> tuple[np.ndarray, list[list[int]], np.ndarray, WindowPlan | None]:
-    """A window's row statuses, and the token ids and truncated flags of the rows with text that the
-    model runs: all of them, or with `repeats` (dedup) only the first copy of each text new to the shard
-    (the returned plan says which)."""
+Prepared = tuple[list[str], np.ndarray, "language.Rows | None"]
+Encoded = tuple[np.ndarray, list[list[int]], np.ndarray, "language.Rows | None", "WindowPlan | None"]
+
+
+def prepare_window(table: pa.Table, config: RunConfig) -> Prepared:
+    """A window's cleaned texts, row statuses and languages (rows outside `config.languages`: status `language`)."""
     column = table[config.text_column]
     if config.cast_text and not pa.types.is_string(column.type):
         column = column.cast(pa.string())
     texts, status = prepare(column)
+    return texts, status, language.detect_rows(texts, status, config.languages, config.language_confidence)
+
+
+def encode_prepared(prepared: Prepared, clf: EmotionClassifier, repeats: Repeats | None = None) -> Encoded:
+    """The statuses, the token ids and truncated flags of the rows with text that the model runs, the
+    languages: all rows with status `ok`, or with `repeats` (dedup) only the first copy of each text
+    new to the shard (the returned plan says which; call in window order)."""
+    texts, status, languages = prepared
     texts = [texts[i] for i in np.flatnonzero(status == OK)]
     window = repeats.plan(texts) if repeats is not None else None
     if window is not None:
         texts = [texts[i] for i in window.run]
     ids, cut = clf.encode(texts)
-    return status, ids, cut, window
+    return status, ids, cut, languages, window
+
+
+def encode_window(
+    table: pa.Table, config: RunConfig, clf: EmotionClassifier, repeats: Repeats | None = None
+) -> Encoded:
+    """`encode_prepared` of one window read from `table`."""
+    return encode_prepared(prepare_window(table, config), clf, repeats)
+
+
+def label_metadata(config: RunConfig, clf: EmotionClassifier) -> dict[str, Any]:
+    """What every output file records: version, model, language detector (when on), settings."""
+    detector = language.describe() if config.detects_languages else {}
+    return {"emodraw_batch": __version__, **clf.describe(), **detector, "config": config.model_dump(mode="json")}
 
 
 OnWindow = Callable[[pa.Table, np.ndarray, Prediction], None]
@@ -124,25 +146,32 @@ def label_windows(
 
     The one labelling loop: a shard's (`label_shard`, sink = its Parquet writer) and the in-memory
     `classify`'s (sink = a list). The stages overlap (see prefetch.py): a thread reads, cleans and
-    tokenizes window k+1 while the model runs window k and another thread sinks window k-1; on a
-    GPU, window k is queued before window k-1's probabilities are collected
-    (`EmotionClassifier.submit`), so the device never waits for the host between windows. Order and
-    results are the same as running them one after the other. `on_window(table, status, prediction)`
-    runs in the caller's thread once a window's probabilities are in. With `config.dedup`, a text
-    repeated in `windows` runs once and its copies get its result (dedup.py). Returns how many rows
-    were served by such a repeat.
+    tokenizes window k+1 (languages are detected one window earlier, in a thread of their own) while
+    the model runs window k and another thread sinks window k-1; on a GPU, window k is queued before
+    window k-1's probabilities are collected (`EmotionClassifier.submit`), so the device never waits
+    for the host between windows. Order and results are the same as running them one after the other.
+    `on_window(table, status, prediction)` runs in the caller's thread once a window's probabilities are in.
+    With `config.dedup`, a text repeated in `windows` runs once and its copies get its result (dedup.py).
+    Returns how many rows were served by such a repeat.
     """
     repeats = Repeats() if config.dedup else None
     served = 0
 
-    def encoded() -> Iterator[tuple[pa.Table, np.ndarray, list[list[int]], np.ndarray, WindowPlan | None]]:
+    def prepared() -> Iterator[tuple[pa.Table, Prepared]]:
         for table in windows:
-            yield table, *encode_window(table, config, clf, repeats)
+            yield table, prepare_window(table, config)
 
-    def write(table: pa.Table, status: np.ndarray, prediction: Prediction) -> None:
-        sink(label_table(table, status, prediction, clf.labels, schema))
+    def encoded() -> Iterator[tuple[Any, ...]]:  # (table, *Encoded)
+        # With languages, two threads ahead of the model: one reads, cleans and detects (fastText holds
+        # the GIL), the other tokenizes (Rust, without it), so detection adds to neither stage's time.
+        depth = OVERLAP_WINDOWS if config.detects_languages else 0
+        for table, ready in prefetch(prepared(), depth):
+            yield table, *encode_prepared(ready, clf, repeats)
 
-    def finish(table: pa.Table, status: np.ndarray, ids: list[list[int]], cut: np.ndarray,
+    def write(table: pa.Table, status: np.ndarray, prediction: Prediction, langs: language.Rows | None) -> None:
+        sink(label_table(table, status, prediction, clf.labels, schema, langs))
+
+    def finish(table: pa.Table, status: np.ndarray, ids: list[list[int]], cut: np.ndarray, langs: Any,
                window: WindowPlan | None, pending: Pending) -> None:
         nonlocal served
         n_tokens = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
@@ -150,7 +179,7 @@ def label_windows(
         if repeats is not None and window is not None:
             prediction = repeats.serve(window, prediction)  # the model's rows -> every row with text
             served += window.repeats
-        behind.submit(write, table, status, prediction)
+        behind.submit(write, table, status, prediction, langs)
         if on_window:
             on_window(table, status, prediction)
 
@@ -159,11 +188,11 @@ def label_windows(
         # collected, post-processed and handed to the sink, so the GPU runs k while the host
         # finishes k-1. Elsewhere submit() returns when done, and holding a window back gains nothing.
         in_flight: tuple[Any, ...] | None = None
-        for table, status, ids, cut, window in prefetch(encoded(), OVERLAP_WINDOWS):
+        for table, status, ids, cut, langs, window in prefetch(encoded(), OVERLAP_WINDOWS):
             pending = clf.submit(ids)
             if in_flight is not None:
                 finish(*in_flight)
-            in_flight = (table, status, ids, cut, window, pending)
+            in_flight = (table, status, ids, cut, langs, window, pending)
             if pending.done is None:
                 finish(*in_flight)
                 in_flight = None
@@ -190,7 +219,7 @@ def head_start(job: Job, stop: Callable[[], bool]) -> int:
         clf = classifier_for(job.config)
         table = next(read_windows(shard, job.config.window_rows))
         # With dedup, the shard's first window sends only its first copies: encode it the same way.
-        _status, ids, _cut, _window = encode_window(table, job.config, clf, Repeats() if job.config.dedup else None)
+        _status, ids, _cut, _langs, _window = encode_window(table, job.config, clf, Repeats() if job.config.dedup else None)
         return clf.head_start(ids, stop)
     except Exception:  # noqa: BLE001 - see above
         return 0
@@ -209,10 +238,9 @@ def label_shard(
     emotions = np.zeros(len(clf.labels), dtype=np.int64)
     statuses: Counter[str] = Counter()
     truncated = 0
-    metadata = {"emodraw_batch": __version__, **clf.describe(), "config": config.model_dump(mode="json")}
     windows = read_windows(shard, config.window_rows)
     first = next(windows)  # always one table, empty for a zero-row shard: its schema shapes the output
-    schema = output_schema(first.schema, clf.columns, metadata)
+    schema = output_schema(first.schema, clf.columns, label_metadata(config, clf), config.detects_languages)
 
     def count(table: pa.Table, status: np.ndarray, prediction: Prediction) -> None:
         nonlocal truncated

@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from pyarrow.fs import FileType
 
 from emodraw_batch.files import lock
@@ -60,7 +61,7 @@ class Job:
 
 
 def check_model(config: RunConfig) -> str | None:
-    """Refuse a device, precision or runtime that cannot run here; return advice against a slow precision.
+    """Refuse a device, precision, runtime or language detection that cannot run here; return advice against a slow precision.
 
     Cheap, before any model loads: device auto resolves without torch on a Linux machine with no
     GPU device node. The advice (e.g. bf16 on a CPU without bf16 units) is returned, not warned,
@@ -68,6 +69,7 @@ def check_model(config: RunConfig) -> str | None:
     """
     import warnings
 
+    from emodraw_batch.inference import language
     from emodraw_batch.inference.backends import onnx_forward
     from emodraw_batch.inference.device import (
         PrecisionWarning,
@@ -81,6 +83,8 @@ def check_model(config: RunConfig) -> str | None:
         warnings.simplefilter("ignore", PrecisionWarning)
         precision = resolve_precision(config.precision, device)
     onnx_forward.check(config.runtime, device, precision)
+    if config.detects_languages:
+        language.check_available()
     return half_precision_advice(precision, device)
 
 
@@ -133,8 +137,10 @@ def validate(specs: Sequence[str], out_dir: str | Path | Layout, config: RunConf
     )
     out = layout(out_dir)
     _check_output_dir(out, inputs)
-    check_added_columns(c for f in inputs.files for c in f.schema.names)
-    stats.check_options(inputs.schema, config.group_by, config.time_column, config.every)
+    check_added_columns((c for f in inputs.files for c in f.schema.names), config.detects_languages)
+    # --group-by lang works when the labels will have it
+    schema = inputs.schema.append(pa.field("lang", pa.string())) if config.detects_languages else inputs.schema
+    stats.check_options(schema, config.group_by, config.time_column, config.every)
     shards = plan_shards(inputs, config.shard_rows)
     record = resume.job_record(inputs, config, shards)
     resume.check(out, record, overwrite)
