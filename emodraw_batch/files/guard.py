@@ -49,7 +49,8 @@ def check(out: Layout, run_id: str, what: str) -> None:
     if found != run_id:
         raise _paragraph(out, what, f"its {RUN_FILE} names run {found!r}, this run is {run_id!r}")
     if out.remote:
-        holder: dict[str, Any] = lease.read(out.fs, out.lock_file) or {}
+        # A store error here fails the shard as any other store error in it would (retry, outage check).
+        holder: dict[str, Any] = lease.load(out.fs, out.lock_file) or {}
         if holder.get("token") != run_id:
             who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}" if holder else "nobody"
             raise _paragraph(out, what, f"its lock {out.show(out.lock_file)!r} is held by {who}, not by this run")

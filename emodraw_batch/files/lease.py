@@ -49,6 +49,15 @@ class Unreadable(OutputError):
     """The lease could not be read: a store error is no proof that nobody holds it."""
 
 
+def load(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
+    """The lease at `path` as stored, or None (no such object, or an empty one); store errors propagate as they are."""
+    try:
+        with fs.open_input_stream(path) as stream:
+            return json.loads(stream.read() or b"null") or None
+    except FileNotFoundError:
+        return None
+
+
 def read(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
     """The lease in force at `path`, or None when there is none (no such object, or an empty one).
 
@@ -56,10 +65,7 @@ def read(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
     Unreadable: taking it for "no lease" would let a second run write beside a live holder.
     """
     try:
-        with fs.open_input_stream(path) as stream:
-            data = json.loads(stream.read() or b"null")
-    except FileNotFoundError:
-        return None
+        return load(fs, path)
     except (OSError, ValueError, pa.ArrowException) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise Unreadable(
@@ -68,7 +74,6 @@ def read(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
             "the credentials may read it, then run again; if the lock object is damaged and no run is writing "
             "this output, delete it."
         ) from None
-    return data or None
 
 
 def _alive_here(holder: dict[str, Any]) -> bool | None:
