@@ -301,12 +301,11 @@ def test_a_holder_stopped_past_its_lease_then_continued_writes_nothing_more(s3, 
     os.killpg(stalled.pid, signal.SIGSTOP)
     try:
         assert stalled.poll() is None and "manifest.json" not in keys(s3, "stall/"), "the stop must land part-way"
-        token = lock_object()["token"]
         monkeypatch.setattr(lease, "LEASE_S", expiry)
         wait(lambda: lease.expired(lock_object()), "the stalled run's lease to expire")
         other = start(32, "--overwrite")
-        wait(lambda: json.loads(s3.get_object(Bucket="labels-out", Key="stall/run.json")["Body"].read())["run_id"] != token,
-             "the other run's plan")
+        run_file = lambda: json.loads(s3.get_object(Bucket="labels-out", Key="stall/run.json")["Body"].read())  # noqa: E731
+        wait(lambda: run_file()["fingerprint"]["max_length"] == 32, "the other run's plan")
     finally:
         os.killpg(stalled.pid, signal.SIGCONT)
     _, stalled_err = stalled.communicate(timeout=600)
