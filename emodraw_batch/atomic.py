@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,9 @@ from typing import Any
 import pyarrow.fs as pafs
 
 TEMP_SUFFIX = ".tmp"
+# Called when the content is complete, just before it is moved under its final name: raising stops
+# the move and removes the temporary content ("may this writer still publish?", files/guard.py).
+Check = Callable[[], None]
 
 
 def temp_name(path: Path) -> Path:
@@ -45,12 +48,12 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def replacing(path: str | Path) -> Iterator[Path]:
+def replacing(path: str | Path, check: Check | None = None) -> Iterator[Path]:
     """Yield a temporary path to write `path`'s new content to (a file or a folder).
 
     On success the content is flushed to disk and swapped in under `path` in one rename
-    (an earlier folder of that name is replaced as a whole); on error it is removed and
-    `path` is left as it was.
+    (an earlier folder of that name is replaced as a whole); on error, or when `check()`
+    raises just before the rename, it is removed and `path` is left as it was.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -58,12 +61,14 @@ def replacing(path: str | Path) -> Iterator[Path]:
     _remove(temp)
     try:
         yield temp
+        if temp.is_file():
+            with open(temp, "rb") as fh:
+                os.fsync(fh.fileno())  # the data is on disk before the name says it is complete
+        if check is not None:
+            check()
     except BaseException:
         _remove(temp)
         raise
-    if temp.is_file():
-        with open(temp, "rb") as fh:
-            os.fsync(fh.fileno())  # the data is on disk before the name says it is complete
     if temp.is_dir() and final.exists():
         old = final.with_name(f".{final.name}.{os.getpid()}.old")
         os.replace(final, old)  # a folder cannot be renamed over a non-empty one
@@ -102,20 +107,23 @@ def _remote_remove(fs: pafs.FileSystem, path: str) -> None:
 
 
 @contextmanager
-def replacing_in(fs: pafs.FileSystem, path: str) -> Iterator[str]:
+def replacing_in(fs: pafs.FileSystem, path: str, check: Check | None = None) -> Iterator[str]:
     """`replacing` for a path inside `fs`: yields the temporary path (inside `fs`) to write to.
 
     Local: exactly `replacing`. Remote (an object store): the temporary object is moved to `path`
     when complete (see the module docstring for what that guarantees); a folder is moved file by file.
+    `check()` runs just before the move, as in `replacing`.
     """
     if isinstance(fs, pafs.LocalFileSystem):
-        with replacing(path) as temp:
+        with replacing(path, check) as temp:
             yield str(temp)
         return
     temp = _remote_temp(path)
     _remote_remove(fs, temp)
     try:
         yield temp
+        if check is not None:
+            check()
     except BaseException:
         _remote_remove(fs, temp)
         raise

@@ -24,7 +24,7 @@ from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from prefect.settings import PREFECT_API_URL
 
-from emodraw_batch.files import lock
+from emodraw_batch.files import guard, lock
 from emodraw_batch.job import runner
 from emodraw_batch.config import RunConfig
 from emodraw_batch.dates import fill_dates, zone
@@ -73,13 +73,13 @@ def plan_shards(job: Job) -> Plan:
     return plan(job)
 
 
-def _label_shard(shard: Shard, config: RunConfig, out_dir: str) -> ShardDone:
-    """Label one shard into out_dir/labels/ with this process's cached model."""
+def _label_shard(shard: Shard, config: RunConfig, out_dir: str, run_id: str | None = None) -> ShardDone:
+    """Label one shard into out_dir/labels/ with this process's cached model; published only while `run_id` owns it."""
     from prefect.runtime import task_run
 
     with outage.watching(shard, first_attempt=task_run.run_count <= 1):
         clf = runner.classifier_for(config)  # loaded on first use in this process, then reused
-        result = runner.label_shard(shard, config, out_dir, on_rows=_on_rows.get(), classifier=clf)
+        result = runner.label_shard(shard, config, out_dir, on_rows=_on_rows.get(), classifier=clf, run_id=run_id)
     loads = load_count(**runner.classifier_settings(config))
     return ShardDone(result, clf.describe(), f"{socket.gethostname()}:{os.getpid()}", loads)
 
@@ -141,13 +141,13 @@ def label_all(planned: Plan, engine: EngineConfig) -> list[ShardDone]:
     failed: list[tuple[Shard, BaseException]] = []
     outage.reset()
     with task_runner:
-        futures = {task_runner.submit(shard_task, {"shard": s, "config": config, "out_dir": out_dir}): s for s in todo}
+        futures = {task_runner.submit(shard_task, {"shard": s, "config": config, "out_dir": out_dir, "run_id": planned.run_id}): s for s in todo}
         for future in as_completed(list(futures)):
             shard = futures[future]
             try:
                 outcome: ShardDone = future.result()
-            except (ModelError, ConfigError):
-                # The model or a setting is wrong: every other shard would fail the same way.
+            except (ModelError, ConfigError, guard.Superseded):
+                # The model or a setting is wrong, or another run owns the folder now: every other shard would fail the same way.
                 _cancel(futures)
                 raise
             except Exception as exc:  # this shard only (damaged row group, lost worker...): let the rest finish

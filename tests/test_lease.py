@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import socket
+import subprocess
+import sys
 import warnings
 
 import pyarrow.fs as pafs
@@ -174,3 +177,42 @@ def test_only_a_missing_lease_object_means_free(spot):
         stream.write(b"{not json")
     with pytest.raises(lease.Unreadable, match="damaged"):
         lease.read(fs, path)
+
+
+class OneRound:
+    """A renewer's stop event that lets it renew once, after `meanwhile()` ran (what happened while it slept)."""
+
+    def __init__(self, meanwhile) -> None:
+        self.meanwhile, self.rounds = meanwhile, 0
+
+    def wait(self, timeout):
+        self.rounds += 1
+        if self.rounds == 1:
+            self.meanwhile()
+            return False
+        return True
+
+    def set(self):
+        pass
+
+
+def test_a_holder_whose_lease_was_taken_over_neither_renews_over_it_nor_deletes_it(spot):
+    """A holder stalled past the expiry (SIGSTOP, GC pause) wakes up: another run holds the lease now."""
+    fs, path = spot
+    mine = lease.Lease(fs, path, refuse)
+    mine._write()
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    theirs = {"host": "elsewhere", "pid": 1, "since": now, "renewed": now, "token": "theirs"}
+    mine._stop = OneRound(lambda: write_holder(fs, path, **theirs))
+    mine._renew()  # the renewal that comes due when the stalled process runs again
+    assert lease.read(fs, path)["token"] == "theirs"
+    assert mine.lost["token"] == "theirs"
+    mine.__exit__(None, None, None)
+    assert lease.read(fs, path)["token"] == "theirs"  # its exit leaves the other run's lease in place
+
+
+def test_the_expiry_can_be_shortened_for_tests_by_one_environment_variable():
+    code = "from emodraw_batch.files import lease; print(lease.LEASE_S, lease.RENEW_S)"
+    env = {**os.environ, "EMODRAW_LEASE_EXPIRY_S": "3"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["3.0", "0.3"]

@@ -256,3 +256,78 @@ def test_one_writer_per_bucket_prefix(s3, corpus, cfg, monkeypatch):
             runner.run(["s3://inputs/tweets"], "s3://labels-out/locked", cfg)
     assert ".emodraw.lock" not in keys(s3, "locked/")
     assert runner.run(["s3://inputs/tweets"], "s3://labels-out/locked", cfg).rows == 300
+
+
+# Run as "another machine": its lease is judged by its renewal time, as a holder on another host is
+# (one on this host is judged by its pid, which a stopped process keeps).
+ELSEWHERE = """
+import socket, sys
+socket.gethostname = lambda: "stalled-host"
+from emodraw_cli.app import main
+sys.argv = ["emodraw-batch", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_holder_stopped_past_its_lease_then_continued_writes_nothing_more(s3, tiny_model, tmp_path, prefect_api, monkeypatch):
+    """SIGSTOP a run past its (shortened) lease; another run takes over with --overwrite and other settings;
+    SIGCONT: the stalled run must publish no shard nor manifest, keep the other's lease, and fail with a paragraph."""
+    from emodraw_batch.files import lease
+
+    shards, expiry = 12, 3.0
+    corpus = write_corpus(tmp_path / "big.parquet", make_texts(shards * 200, seed=13, max_words=60), row_group_size=200)
+    source = upload(s3, corpus, "inputs", "stall/big.parquet")
+    env = {**os.environ, "EMODRAW_LEASE_EXPIRY_S": str(expiry)}
+
+    def start(max_length: int, *extra: str, program: tuple[str, ...] = ("-m", "emodraw_cli.app")) -> subprocess.Popen:
+        args = ["run", source, "-o", "s3://labels-out/stall", "--model", tiny_model, "--device", "cpu", "--json",
+                "--no-progress", "--shard-rows", "200", "--window-rows", "100", "--max-length", str(max_length), *extra]
+        return subprocess.Popen([sys.executable, *program, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+
+    def lock_object() -> dict:
+        return json.loads(s3.get_object(Bucket="labels-out", Key="stall/.emodraw.lock")["Body"].read())
+
+    def wait(check, what: str):
+        deadline = time.monotonic() + 300
+        while not (value := check()):
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+        return value
+
+    stalled = start(64, program=("-c", ELSEWHERE))
+    wait(lambda: any(k.endswith(".parquet") and not k.startswith(".") for k in keys(s3, "stall/labels/")) or stalled.poll() is not None,
+         "a first shard")
+    os.killpg(stalled.pid, signal.SIGSTOP)
+    try:
+        assert stalled.poll() is None and "manifest.json" not in keys(s3, "stall/"), "the stop must land part-way"
+        monkeypatch.setattr(lease, "LEASE_S", expiry)
+        wait(lambda: lease.expired(lock_object()), "the stalled run's lease to expire")
+        other = start(32, "--overwrite")
+        def planned() -> bool:
+            try:
+                record = json.loads(s3.get_object(Bucket="labels-out", Key="stall/run.json")["Body"].read())
+            except s3.exceptions.NoSuchKey:  # between a clear and a write of run.json
+                record = {}
+            done = record.get("fingerprint", {}).get("max_length") == 32
+            assert done or other.poll() is None, other.communicate()[1]
+            return done
+
+        wait(planned, "the other run's plan")
+    finally:
+        os.killpg(stalled.pid, signal.SIGCONT)
+    _, stalled_err = stalled.communicate(timeout=600)
+    stdout, stderr = other.communicate(timeout=600)
+    assert stalled.returncode == 1 and "is no longer this run's" in stalled_err and "Traceback" not in stalled_err, stalled_err
+    assert other.returncode == 0, stderr
+    assert json.loads(stdout)["rows"] == shards * 200
+    names = sorted(k for k in keys(s3, "stall/labels/"))
+    assert names == [f"part-00000-{i:05d}.parquet" for i in range(shards)]  # and no temporary object
+    fs = pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], region="us-east-1")
+    for name in names:  # every shard is the other run's (--max-length 32), none the stalled run's (64)
+        assert json.loads(pq.read_schema(f"labels-out/stall/labels/{name}", filesystem=fs).metadata[b"emodraw"])["config"]["max_length"] == 32
+    ids = pq.ParquetDataset("labels-out/stall/labels", filesystem=fs).read(columns=["id"])["id"].to_pylist()
+    assert sorted(ids) == list(range(shards * 200))
+    manifest = json.loads(s3.get_object(Bucket="labels-out", Key="stall/manifest.json")["Body"].read())
+    assert manifest["config"]["max_length"] == 32
+    assert ".emodraw.lock" not in keys(s3, "stall/")  # the other run released its own lease; nobody deleted it before

@@ -8,6 +8,12 @@ refuses, as long as no process stalls between its check and its write for longer
 (the check and the write are milliseconds apart). The holder renews the lease every RENEW_S; a
 lease not renewed for LEASE_S (its holder died on another machine), or naming a dead pid on this
 host, is taken over with a warning. Works on any pyarrow filesystem.
+
+A holder that stalled past LEASE_S (a GC pause, SIGSTOP, a network cut) may find its lease taken
+over when it wakes up. It never writes over the other run's lease: each renewal reads the lease
+first and stops for good (`lost`) when it names another token, and the end of the block deletes
+only a lease that still names this one. Its shards check the token before they are published
+(files/guard.py), so it writes nothing more. The token is the run's id (run.json, job/plan.py).
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from emodraw_batch.atomic import write_json
 from emodraw_batch.errors import OutputError
 
 SETTLE_S = 2.0
-RENEW_S = 60.0
-LEASE_S = 600.0  # 10 minutes without renewal: the holder is gone
+# 10 minutes without renewal: the holder is gone. EMODRAW_LEASE_EXPIRY_S shortens it for tests (a
+# stalled holder, tests/test_s3.py); the one place this setting is read.
+LEASE_S = float(os.environ.get("EMODRAW_LEASE_EXPIRY_S") or 600.0)
+RENEW_S = min(60.0, LEASE_S / 10)  # renewed ten times per expiry period: a missed renewal or two is harmless
 
 
 def _now() -> dt.datetime:
@@ -41,6 +49,15 @@ class Unreadable(OutputError):
     """The lease could not be read: a store error is no proof that nobody holds it."""
 
 
+def load(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
+    """The lease at `path` as stored, or None (no such object, or an empty one); store errors propagate as they are."""
+    try:
+        with fs.open_input_stream(path) as stream:
+            return json.loads(stream.read() or b"null") or None
+    except FileNotFoundError:
+        return None
+
+
 def read(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
     """The lease in force at `path`, or None when there is none (no such object, or an empty one).
 
@@ -48,10 +65,7 @@ def read(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
     Unreadable: taking it for "no lease" would let a second run write beside a live holder.
     """
     try:
-        with fs.open_input_stream(path) as stream:
-            data = json.loads(stream.read() or b"null")
-    except FileNotFoundError:
-        return None
+        return load(fs, path)
     except (OSError, ValueError, pa.ArrowException) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise Unreadable(
@@ -60,7 +74,6 @@ def read(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
             "the credentials may read it, then run again; if the lock object is damaged and no run is writing "
             "this output, delete it."
         ) from None
-    return data or None
 
 
 def _alive_here(holder: dict[str, Any]) -> bool | None:
@@ -97,6 +110,7 @@ class Lease:
         self.since = _now().isoformat()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self.lost: dict[str, Any] | None = None  # the lease found in its place once another run took it
 
     def _write(self) -> None:
         record = {"host": socket.gethostname(), "pid": os.getpid(), "since": self.since,
@@ -125,6 +139,12 @@ class Lease:
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_S):
             try:
+                holder = read(self.fs, self.path)
+                if holder is None or holder.get("token") != self.token:
+                    # Taken over (this process stalled past LEASE_S) or removed: never write over
+                    # another run's lease; this run's shards see it too and stop (files/guard.py).
+                    self.lost = holder or {}
+                    return
                 self._write()
             except Exception:  # noqa: BLE001 - a missed renewal is retried; the lease is long
                 pass
@@ -133,6 +153,8 @@ class Lease:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
+        if self.lost is not None:
+            return  # another run's lease (or none): not this run's to delete
         try:
             holder = read(self.fs, self.path)
         except Unreadable:

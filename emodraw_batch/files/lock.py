@@ -3,7 +3,8 @@
 Local folders use an OS lock (`flock`) on that file, so a run that dies (even by SIGKILL)
 releases it at once; the file also names the holder (host, pid, start time) for the
 message a second run gets. Object stores have no OS locks: there the file is a lease
-(lease.py). `check` only looks (validation); `held` takes the lock.
+(lease.py). `check` only looks (validation); `held` takes the lock, and `token` is the id of
+the lock this process holds (the lease's token on object stores), which planning makes the run's id.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime as dt
 import json
 import os
 import socket
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,6 +83,12 @@ def check(out: Layout) -> None:
 # Lock files this process holds: taking one again (the CLI takes it before Prefect starts, the flow
 # it runs then takes it too) is a no-op, not a refusal of itself.
 _HELD: dict[str, int] = {}
+_TOKENS: dict[str, str] = {}
+
+
+def token(out: Layout) -> str | None:
+    """The id of the lock this process holds on `out` (the lease's token on object stores), or None."""
+    return _TOKENS.get(out.lock_file)
 
 
 @contextmanager
@@ -97,19 +105,21 @@ def held(out: Layout) -> Iterator[None]:
         finally:
             _HELD[key] -= 1
         return
-    with _hold(out):
-        _HELD[key] = 1
+    with _hold(out) as held_token:
+        _HELD[key], _TOKENS[key] = 1, held_token
         try:
             yield
         finally:
             _HELD.pop(key, None)
+            _TOKENS.pop(key, None)
 
 
 @contextmanager
-def _hold(out: Layout) -> Iterator[None]:
+def _hold(out: Layout) -> Iterator[str]:
+    """Take the lock; yields its token."""
     if out.remote:
-        with lease.Lease(out.fs, out.lock_file, _refuser(out)):
-            yield
+        with lease.Lease(out.fs, out.lock_file, _refuser(out)) as taken:
+            yield taken.token
         return
     out.fs.create_dir(out.root)
     fd = os.open(out.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
@@ -125,7 +135,7 @@ def _hold(out: Layout) -> Iterator[None]:
             )
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(_holder()).encode(), 0)
-        yield
+        yield uuid.uuid4().hex
         os.ftruncate(fd, 0)  # released cleanly: the next run has nobody to warn about
     finally:
         os.close(fd)  # releases the lock (also when this process dies)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from emodraw_batch.atomic import replacing_in
+from emodraw_batch.atomic import Check, replacing_in
 from emodraw_batch.errors import InputError
 from emodraw_batch.inference.classifier import Prediction
 from emodraw_batch.inference.language import Rows
@@ -116,14 +116,17 @@ class AtomicParquetWriter:
 
     `folder` is a path inside `fs` (local by default; an object store's bucket/prefix works the same).
     `counts` set before the end are stored in the file's footer (`read_counts`).
+    `check()` runs when the file is complete, just before its final move (files/guard.py).
     """
 
-    def __init__(self, folder: str | Path, name: str, schema: pa.Schema, fs: pafs.FileSystem | None = None) -> None:
+    def __init__(
+        self, folder: str | Path, name: str, schema: pa.Schema, fs: pafs.FileSystem | None = None, check: Check | None = None
+    ) -> None:
         self.schema = schema
         self.rows = 0
         self.counts: dict[str, int] = {}
         self.fs = fs or pafs.LocalFileSystem()
-        self._target = replacing_in(self.fs, f"{folder}/{name}")
+        self._target = replacing_in(self.fs, f"{folder}/{name}", check)
         self.temp = self._target.__enter__()
         try:
             self._sink = self.fs.open_output_stream(self.temp)

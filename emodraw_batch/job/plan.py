@@ -1,17 +1,20 @@
 """Plan a checked job, once: claim the output folder and find the shards an earlier run finished.
 
 This is the first step that writes (run.json; --overwrite clears the folder; broken
-outputs and stale temporary files are removed). The flow runs it once per run.
+outputs, stale temporary files and label files the plan does not name are removed). The flow runs
+it once per run, under the folder's lock; the run's id (the lock's token) goes into run.json.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from emodraw_batch.files import lock
 from emodraw_batch.job import resume
 from emodraw_batch.files.layout import LABELS, Layout
 from emodraw_batch.files.reader import Shard
@@ -36,9 +39,14 @@ class ShardResult:
 
 @dataclass(frozen=True)
 class Plan:
-    """A job whose folder is claimed; `done` holds the shards an earlier (crashed) run completed."""
+    """A job whose folder is claimed; `done` holds the shards an earlier (crashed) run completed.
+
+    `run_id` is this run's id in run.json: each shard and the manifest check it before they are
+    published (files/guard.py).
+    """
 
     job: Job
+    run_id: str
     done: dict[str, ShardResult] = field(default_factory=dict)
 
     @property
@@ -64,12 +72,16 @@ def result_from_file(shard: Shard, out: Layout) -> ShardResult:
 
 
 def plan(job: Job) -> Plan:
-    """Claim the folder for `job`; keep complete shard outputs, remove broken ones."""
-    resume.claim(job.out, job.record, job.overwrite)
+    """Claim the folder for `job`; keep complete shard outputs, remove broken ones and those of no planned shard."""
+    # The lock's token (held by the caller): on an object store the lease names it too. A fresh id
+    # where no lock is held here (a plan outside `lock.held`).
+    run_id = lock.token(job.out) or uuid.uuid4().hex
+    resume.claim(job.out, {**job.record, "run_id": run_id}, job.overwrite)
+    resume.remove_unplanned(job.out, job.shards)
     done = {}
     for shard in job.shards:
         if resume.complete(job.out, shard):
             done[shard.name] = result_from_file(shard, job.out)
         else:
             resume.discard(job.out, shard)
-    return Plan(job, done)
+    return Plan(job, run_id, done)

@@ -5,7 +5,12 @@ and the inputs) as soon as a run starts. A rerun with the same record skips
 every shard whose output file is complete (footer reads, row count matches the
 plan) and redoes the rest; a different record is an error unless --overwrite.
 
-`check` and `complete` only read; `claim` and `discard` write (planning calls them).
+`run.json` also holds the id of the run that owns the folder now (`run_id`, files/guard.py): every
+shard checks it before its final move, so a task of an earlier run that outlived its lock (still
+running on a cluster after its main process died) publishes nothing into a later run's folder.
+
+`check`, `complete` and `unplanned` only read; `claim`, `discard` and `remove_unplanned` write
+(planning calls them).
 """
 
 from __future__ import annotations
@@ -114,19 +119,24 @@ def complete(out: Layout, shard: Shard) -> bool:
         return False
 
 
-def clear(out: Layout) -> None:
-    """Remove everything a run writes (for --overwrite), and nothing else."""
+def clear(out: Layout, keep: tuple[str, ...] = ()) -> None:
+    """Remove everything a run writes (for --overwrite), and nothing else (nor the names in `keep`)."""
     for name in WRITTEN:
-        out.remove(out.join(name))
+        if name not in keep:
+            out.remove(out.join(name))
 
 
 def claim(out: Layout, record: dict[str, Any], overwrite: bool) -> None:
-    """Take the folder for this job: --overwrite clears it, run.json is written, stale temp files go."""
-    if overwrite:
-        clear(out)
+    """Take the folder for this job: run.json is written, --overwrite clears the rest, stale temp files go.
+
+    run.json (with this run's id) first: from then on, a task of an earlier run checks it and
+    publishes nothing (files/guard.py), so nothing of that run lands in what is cleared here.
+    """
     if not out.remote:  # an object store has no folders to create
         out.fs.create_dir(out.root)
     write_json(out.run_file, record, out.fs)
+    if overwrite:
+        clear(out, keep=(RUN_FILE,))
     remove_temp_files(out)
 
 
@@ -137,6 +147,18 @@ def remove_temp_files(out: Layout) -> None:
     """
     for stale in out.temp_files(out.labels):
         out.remove(stale)
+
+
+def unplanned(out: Layout, shards: list[Shard]) -> list[str]:
+    """Files in labels/ that no shard of the plan names: published late by a run that no longer owns the folder."""
+    names = {out.shard(s.name) for s in shards}
+    return [f.path for f in out.files(out.labels) if not f.base_name.startswith(".") and f.path not in names]
+
+
+def remove_unplanned(out: Layout, shards: list[Shard]) -> None:
+    """Remove the files in labels/ that the plan does not name (safe only under the folder's lock)."""
+    for stray in unplanned(out, shards):
+        out.remove(stray)
 
 
 def discard(out: Layout, shard: Shard) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from emodraw_batch import __version__
-from emodraw_batch.files import lock
+from emodraw_batch.files import guard, lock
 from emodraw_batch.job import resume
 from emodraw_batch.analysis import stats
 from emodraw_batch.atomic import write_json
@@ -231,8 +231,13 @@ def label_shard(
     out_dir: str | Path | Layout,
     on_rows: OnRows | None = None,
     classifier: EmotionClassifier | None = None,
+    run_id: str | None = None,
 ) -> ShardResult:
-    """Label one shard into `out_dir/labels/<shard.name>`, streaming window by window (`label_windows`)."""
+    """Label one shard into `out_dir/labels/<shard.name>`, streaming window by window (`label_windows`).
+
+    With `run_id` (the plan's), the file is published only if that run still owns the folder
+    (files/guard.py); otherwise it raises guard.Superseded and leaves nothing behind.
+    """
     clf = classifier or classifier_for(config)
     started = time.perf_counter()  # labelling time: the (cached) model load is start-up, not this shard
     emotions = np.zeros(len(clf.labels), dtype=np.int64)
@@ -252,7 +257,8 @@ def label_shard(
             on_rows(table.num_rows)
 
     out = layout(out_dir)
-    with AtomicParquetWriter(out.labels, shard.name, schema, out.fs) as writer:
+    check = guard.publishing(out, run_id, f"shard {shard.name}")
+    with AtomicParquetWriter(out.labels, shard.name, schema, out.fs, check) as writer:
         repeats = label_windows(itertools.chain([first], windows), config, clf, schema, writer.write, count)
         writer.counts["repeats"] = repeats  # in the file's footer: a resumed run reports it (plan.result_from_file)
     # Give the memory pool's freed blocks back between shards: pyarrow's allocator (mimalloc) keeps
@@ -316,6 +322,19 @@ def written_model(out: Layout) -> dict[str, Any]:
     return {k: v for k, v in metadata.items() if k not in ("emodraw_batch", "config")}
 
 
+def _check_no_strays(job: Job) -> None:
+    """labels/ holds exactly the planned shards: a late file from another run would add or mix rows."""
+    stray = resume.unplanned(job.out, job.shards)
+    if stray:
+        raise OutputError(
+            f"The output in {job.out.uri!r} holds label files that this run did not plan "
+            f"({', '.join(job.out.show(p) for p in stray[:5])}{' ...' if len(stray) > 5 else ''}): written by a task "
+            "of another run that was still running, they would add duplicated rows or labels of other settings. "
+            "No manifest was written. Make sure no earlier run's tasks are still running (on a Dask cluster: "
+            "restart its workers), then run the same command again: planning removes such files."
+        )
+
+
 def finish(
     plan: Plan,
     results: list[ShardResult],
@@ -332,6 +351,7 @@ def finish(
     stands for (its `{date}`), which `trend` orders runs by; the manifest also says when it was written.
     """
     job = plan.job
+    guard.check(job.out, plan.run_id, "the manifest")  # first: labels/ and its temporary files may be another run's now
     results = sorted([*plan.done.values(), *results], key=lambda r: r.output)
     expected = {s.name: s.rows for s in job.shards}
     got = {Path(r.output).name: r.rows for r in results}
@@ -341,6 +361,7 @@ def finish(
             "is incomplete; rerun the same command."
         )
     resume.remove_temp_files(job.out)  # left by a worker that died mid-shard (its shard was redone)
+    _check_no_strays(job)
     summary = summarize(plan, results, seconds)
     if job.config.id_column:
         summary.duplicate_ids = count_duplicates(job.out, job.config.id_column)
@@ -378,5 +399,5 @@ def run(
         if not planned.todo:
             return finish(planned, [], time.perf_counter() - started)
         clf = classifier_for(config)
-        results = [label_shard(s, config, job.out, on_rows, clf) for s in planned.todo]
+        results = [label_shard(s, config, job.out, on_rows, clf, planned.run_id) for s in planned.todo]
         return finish(planned, results, time.perf_counter() - started, clf.describe())
