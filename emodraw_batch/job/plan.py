@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from emodraw_batch.config import RunConfig
 from emodraw_batch.job import resume
 from emodraw_batch.files.layout import LABELS, Layout
 from emodraw_batch.files.reader import Shard
@@ -40,6 +41,11 @@ class Plan:
     done: dict[str, ShardResult] = field(default_factory=dict)
 
     @property
+    def config(self) -> RunConfig:
+        """What every shard task runs with: the job's settings, precision and runtime resolved once (validate)."""
+        return self.job.resolved
+
+    @property
     def todo(self) -> list[Shard]:
         return [s for s in self.job.shards if s.name not in self.done]
 
@@ -61,11 +67,16 @@ def result_from_file(shard: Shard, out: Layout) -> ShardResult:
 
 
 def plan(job: Job) -> Plan:
-    """Claim the folder for `job`; keep complete shard outputs, remove broken ones."""
+    """Claim the folder for `job`; keep complete shard outputs, remove broken ones. Call it holding the lock.
+
+    The folder is checked again first (validate checked it before the lock): another job may have
+    run there since, and its run.json and shards must not be taken over.
+    """
+    resume.check(job.out, job.record, job.overwrite)
     resume.claim(job.out, job.record, job.overwrite)
     done = {}
     for shard in job.shards:
-        if resume.complete(job.out, shard):
+        if resume.complete(job.out, shard, job.record["fingerprint"]):
             done[shard.name] = result_from_file(shard, job.out)
         else:
             resume.discard(job.out, shard)
