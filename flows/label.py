@@ -78,7 +78,7 @@ def _label_shard(shard: Shard, config: RunConfig, out_dir: str, run_id: str | No
     from prefect.runtime import task_run
 
     with outage.watching(shard, first_attempt=task_run.run_count <= 1):
-        clf = runner.classifier_for(config)  # loaded on first use in this process, then reused
+        clf = runner.shard_classifier(config)  # loaded on first use in this process, then reused
         result = runner.label_shard(shard, config, out_dir, on_rows=_on_rows.get(), classifier=clf, run_id=run_id)
     loads = load_count(**runner.classifier_settings(config))
     return ShardDone(result, clf.describe(), f"{socket.gethostname()}:{os.getpid()}", loads)
@@ -141,7 +141,9 @@ def label_all(planned: Plan, engine: EngineConfig) -> list[ShardDone]:
     failed: list[tuple[Shard, BaseException]] = []
     outage.reset()
     with task_runner:
-        futures = {task_runner.submit(shard_task, {"shard": s, "config": config, "out_dir": out_dir, "run_id": planned.run_id}): s for s in todo}
+        # planned.config: precision and runtime as resolved once for the run; workers never resolve them again.
+        args = {"config": planned.config, "out_dir": out_dir, "run_id": planned.run_id}
+        futures = {task_runner.submit(shard_task, {"shard": s, **args}): s for s in todo}
         for future in as_completed(list(futures)):
             shard = futures[future]
             try:
@@ -319,7 +321,7 @@ def run(job: Job, engine: EngineConfig, on_rows: OnRows | None = None, verbose: 
         with ThreadPoolExecutor(1) as pool:
             api = pool.submit(start_api)  # mostly waiting for the server process: runs beside the model load
             if engine.engine == "local" and job.rows > job.finished_rows:
-                runner.classifier_for(job.config)  # the shard tasks of this process reuse it
+                runner.classifier_for(job.resolved)  # the shard tasks of this process reuse it
                 runner.head_start(job, stop=api.done)  # and the first shard's model work starts before Prefect is up
             url = api.result()
         with temporary_settings({PREFECT_API_URL: url}), reporting(on_rows, job), terminal_logs(verbose):

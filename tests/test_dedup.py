@@ -42,9 +42,12 @@ def model_rows(texts: list[str | None], shards: list[slice]) -> tuple[int, int]:
     return ok, distinct
 
 
-def count_model_rows(monkeypatch, config: RunConfig) -> list[int]:
-    """Record how many rows each window sends through the model."""
-    clf = runner.classifier_for(config)
+def count_model_rows(monkeypatch, config: RunConfig, resolved: bool = True) -> list[int]:
+    """Record how many rows each window sends through the model: the classifier the shard tasks use
+    (precision and runtime resolved once, as the plan hands them on), or `classify`'s (`resolved=False`)."""
+    from emodraw_batch.job.validate import resolve
+
+    clf = runner.classifier_for(resolve(config)[0] if resolved else config)
     sent: list[int] = []
     submit = clf.submit
     monkeypatch.setattr(clf, "submit", lambda ids: (sent.append(len(ids)), submit(ids))[1])
@@ -116,7 +119,7 @@ def test_classify_labels_repeats_once(tiny_model, monkeypatch):
 
     texts = ["so happy today", None, "so happy today", "rain again", "so happy today", "rain again"]
     config = RunConfig(model=tiny_model, device="cpu")
-    sent = count_model_rows(monkeypatch, config)
+    sent = count_model_rows(monkeypatch, config, resolved=False)
     on = classify(texts, model=tiny_model, device="cpu")
     assert sent == [2]
     off = classify(texts, model=tiny_model, device="cpu", dedup=False)

@@ -200,14 +200,15 @@ def test_a_run_after_a_head_start_writes_the_same_labels(tiny_model, tmp_path, m
     model.clear_cache()
     job = validate([str(corpus)], tmp_path / "ahead", config)
     assert runner.head_start(job, stop=lambda: False) > 0
-    assert runner.classifier_for(config)._ahead is not None
+    # The shards' classifier: the settings with precision and runtime resolved once (Job.resolved, Plan.config).
+    assert runner.classifier_for(job.resolved)._ahead is not None
     ahead = runner.run([str(corpus)], tmp_path / "ahead", config)
-    assert runner.classifier_for(config)._ahead is None  # taken by the first shard's first window
+    assert runner.classifier_for(job.resolved)._ahead is None  # taken by the first shard's first window
     assert ahead.rows == plain.rows == 300
     assert labels(tmp_path / "ahead").select(["id", "emotion"]).equals(labels(tmp_path / "plain").select(["id", "emotion"]))
     import numpy as np
 
-    for name in ("prob_" + label for label in runner.classifier_for(config).labels):
+    for name in ("prob_" + label for label in runner.classifier_for(job.resolved).labels):
         np.testing.assert_array_equal(labels(tmp_path / "ahead")[name].to_numpy(), labels(tmp_path / "plain")[name].to_numpy())
     model.clear_cache()
 

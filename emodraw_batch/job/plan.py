@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from emodraw_batch.config import RunConfig
 from emodraw_batch.files import lock
 from emodraw_batch.job import resume
 from emodraw_batch.files.layout import LABELS, Layout
@@ -50,6 +51,11 @@ class Plan:
     done: dict[str, ShardResult] = field(default_factory=dict)
 
     @property
+    def config(self) -> RunConfig:
+        """What every shard task runs with: the job's settings, precision and runtime resolved once (validate)."""
+        return self.job.resolved
+
+    @property
     def todo(self) -> list[Shard]:
         return [s for s in self.job.shards if s.name not in self.done]
 
@@ -72,7 +78,13 @@ def result_from_file(shard: Shard, out: Layout) -> ShardResult:
 
 
 def plan(job: Job) -> Plan:
-    """Claim the folder for `job`; keep complete shard outputs, remove broken ones and those of no planned shard."""
+    """Claim the folder for `job`; keep complete shard outputs, remove broken ones and those of no planned shard.
+    Call it holding the lock.
+
+    The folder is checked again first (validate checked it before the lock): another job may have
+    run there since, and its run.json and shards must not be taken over.
+    """
+    resume.check(job.out, job.record, job.overwrite)
     # The lock's token (held by the caller): on an object store the lease names it too. A fresh id
     # where no lock is held here (a plan outside `lock.held`).
     run_id = lock.token(job.out) or uuid.uuid4().hex
@@ -80,7 +92,7 @@ def plan(job: Job) -> Plan:
     resume.remove_unplanned(job.out, job.shards)
     done = {}
     for shard in job.shards:
-        if resume.complete(job.out, shard):
+        if resume.complete(job.out, shard, job.record["fingerprint"]):
             done[shard.name] = result_from_file(shard, job.out)
         else:
             resume.discard(job.out, shard)

@@ -3,7 +3,8 @@
 `DIR/run.json` records what the folder holds (the settings that change labels,
 and the inputs) as soon as a run starts. A rerun with the same record skips
 every shard whose output file is complete (footer reads, row count matches the
-plan) and redoes the rest; a different record is an error unless --overwrite.
+plan, its metadata names this job's settings) and redoes the rest; a different
+record is an error unless --overwrite.
 
 `run.json` also holds the id of the run that owns the folder now (`run_id`, files/guard.py): every
 shard checks it before its final move, so a task of an earlier run that outlived its lock (still
@@ -15,6 +16,7 @@ running on a cluster after its main process died) publishes nothing into a later
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -24,22 +26,17 @@ from emodraw_batch.config import RunConfig
 from emodraw_batch.errors import OutputError
 from emodraw_batch.files.layout import RUN_FILE, WRITTEN, Layout
 from emodraw_batch.files.reader import Inputs, Shard
+from emodraw_batch.files.writer import METADATA_KEY
 
 
 def fingerprint(config: RunConfig) -> dict[str, Any]:
-    """The settings that change the labels, with precision `auto` or `fast` resolved for this machine.
+    """The settings that change the labels, from `config` as `validate.resolve` made it.
 
-    Unresolved, a job that crashed on a GPU (auto = bf16) and is rerun on a CPU (auto = fp32)
-    would resume as "the same job" and mix two precisions in one output folder.
+    Precision `auto` or `fast` is resolved there, for the machine that plans the run. Unresolved, a
+    job that crashed on a GPU (auto = bf16) and is rerun on a CPU (auto = fp32) would resume as
+    "the same job" and mix two precisions in one output folder.
     """
-    from emodraw_batch.inference.device import resolve_device, resolve_precision
-
-    values = config.fingerprint()
-    if config.precision in ("auto", "fast"):  # both mean something different on another machine
-        # Only device `auto` needs torch (to look for a GPU); a named device decides by its name.
-        device = resolve_device("auto") if config.device == "auto" else config.device
-        values["precision"] = resolve_precision(config.precision, device)
-    return values
+    return config.fingerprint()
 
 
 def job_record(inputs: Inputs, config: RunConfig, shards: list[Shard]) -> dict[str, Any]:
@@ -108,15 +105,50 @@ def check(out: Layout, record: dict[str, Any], overwrite: bool) -> None:
         )
 
 
-def complete(out: Layout, shard: Shard) -> bool:
-    """A finished output: its footer reads and it holds exactly the planned rows."""
+# Where a shard file's metadata (runner.label_shard) holds each setting of the fingerprint: the settings
+# it was labelled with, under "config", except those listed here. Every key of the fingerprint is
+# compared, so a setting added to the fingerprint (and so to the settings) is checked with no edit here.
+_SHARD_VALUE: dict[str, tuple[str, ...]] = {
+    "precision": ("precision",),  # what ran, as the classifier describes it (older shards' settings say "auto")
+}
+_MISSING = object()
+
+
+def _json(value: Any) -> Any:
+    """A value as its JSON text reads back (tuples as lists), to compare settings with metadata."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def shard_differences(metadata: dict[str, Any], fingerprint: dict[str, Any]) -> list[str]:
+    """The fingerprint settings a shard file's metadata does not match (a missing one counts)."""
+    diffs = []
+    for key, value in fingerprint.items():
+        found: Any = metadata
+        for part in _SHARD_VALUE.get(key, ("config", key)):
+            found = found.get(part, _MISSING) if isinstance(found, dict) else _MISSING
+        if found is _MISSING:  # a file written before the setting existed was labelled the old way
+            found = _BEFORE_KEY.get(key, _MISSING)
+        if found is _MISSING or _json(found) != _json(value):
+            written = "missing" if found is _MISSING else repr(found)
+            diffs.append(f"{key}: {written} in the file, {value!r} in this job")
+    return diffs
+
+
+def complete(out: Layout, shard: Shard, fingerprint: dict[str, Any]) -> bool:
+    """A finished output of this job: its footer reads, it holds exactly the planned rows, and its
+    metadata says it was labelled with this job's settings (`shard_differences`).
+
+    Row counts alone would keep a file another job wrote (another model, precision...) as resumed.
+    """
     path = out.shard(shard.name)
     if not out.is_file(path):
         return False
     try:
-        return pq.read_metadata(path, filesystem=out.fs).num_rows == shard.rows
-    except Exception:  # any unreadable footer means the file must be redone
+        footer = pq.read_metadata(path, filesystem=out.fs)
+        metadata = json.loads(footer.metadata[METADATA_KEY])
+    except Exception:  # any unreadable footer or metadata means the file must be redone
         return False
+    return footer.num_rows == shard.rows and isinstance(metadata, dict) and not shard_differences(metadata, fingerprint)
 
 
 def clear(out: Layout, keep: tuple[str, ...] = ()) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,7 +26,7 @@ from emodraw_batch.job import resume
 from emodraw_batch.analysis import stats
 from emodraw_batch.atomic import write_json
 from emodraw_batch.config import RunConfig
-from emodraw_batch.errors import OutputError
+from emodraw_batch.errors import ConfigError, EmodrawError, OutputError
 from emodraw_batch.files.layout import LABELS, STATS, STATS_SUMMARY, Layout, layout
 from emodraw_batch.inference.backends import Pending
 from emodraw_batch.inference.classifier import EmotionClassifier, Prediction, cached_classifier
@@ -90,6 +92,29 @@ def classifier_settings(config: RunConfig) -> dict[str, Any]:
 def classifier_for(config: RunConfig) -> EmotionClassifier:
     """The process-wide classifier for these settings (loaded once, reused by every shard)."""
     return cached_classifier(**classifier_settings(config))
+
+
+class WorkerError(EmodrawError):
+    """This worker cannot run the precision or runtime resolved once for every shard of the run."""
+
+
+def shard_classifier(config: RunConfig) -> EmotionClassifier:
+    """The classifier of a shard task, for `Plan.config`: its precision and runtime as given, never resolved here.
+
+    A worker that cannot run them (another kind of device than the machine that planned the run)
+    fails its shard with one paragraph, rather than label it some other way.
+    """
+    try:
+        return classifier_for(config)
+    except ConfigError as exc:
+        raise WorkerError(
+            f"This worker ({socket.gethostname()}:{os.getpid()}) cannot run this run's settings: {exc} "
+            f"A run labels every shard with one precision ({config.precision}) and runtime ({config.runtime}), "
+            "resolved once on the machine that plans it (that is what `auto` and `fast` became there), so that "
+            "its shards never mix two ways of labelling. Pass a --precision and --runtime that every worker can run "
+            "(--precision fp32 --runtime torch runs on any worker; bf16 with --runtime torch too, slowly on a CPU "
+            "without bf16 units), or run the job on workers of one kind."
+        ) from None
 
 
 Prepared = tuple[list[str], np.ndarray, "language.Rows | None"]
@@ -216,7 +241,7 @@ def head_start(job: Job, stop: Callable[[], bool]) -> int:
         shard = next((s for s in job.shards if s.name not in job.finished), None)
         if shard is None or stop():
             return 0
-        clf = classifier_for(job.config)
+        clf = classifier_for(job.resolved)  # as the shard tasks will load it (Plan.config)
         table = next(read_windows(shard, job.config.window_rows))
         # With dedup, the shard's first window sends only its first copies: encode it the same way.
         _status, ids, _cut, _langs, _window = encode_window(table, job.config, clf, Repeats() if job.config.dedup else None)
@@ -398,6 +423,6 @@ def run(
         planned = plan(job)
         if not planned.todo:
             return finish(planned, [], time.perf_counter() - started)
-        clf = classifier_for(config)
-        results = [label_shard(s, config, job.out, on_rows, clf, planned.run_id) for s in planned.todo]
+        clf = shard_classifier(planned.config)
+        results = [label_shard(s, planned.config, job.out, on_rows, clf, planned.run_id) for s in planned.todo]
         return finish(planned, results, time.perf_counter() - started, clf.describe())

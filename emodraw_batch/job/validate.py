@@ -37,6 +37,7 @@ class Job:
     config: RunConfig
     shards: list[Shard]
     record: dict[str, Any]  # what resume compares (resume.job_record)
+    resolved: RunConfig  # `config` with precision and runtime resolved once, here: what every shard runs (`resolve`)
     overwrite: bool = False
     advice: str | None = None  # why the chosen precision is slow on this machine, and what to use instead
 
@@ -53,19 +54,24 @@ class Job:
         """
         if self.overwrite:
             return frozenset()
-        return frozenset(s.name for s in self.shards if resume.complete(self.out, s))
+        fingerprint = self.record["fingerprint"]
+        return frozenset(s.name for s in self.shards if resume.complete(self.out, s, fingerprint))
 
     @property
     def finished_rows(self) -> int:
         return sum(s.rows for s in self.shards if s.name in self.finished)
 
 
-def check_model(config: RunConfig) -> str | None:
-    """Refuse a device, precision, runtime or language detection that cannot run here; return advice against a slow precision.
+def resolve(config: RunConfig) -> tuple[RunConfig, str | None]:
+    """`config` with precision and runtime resolved on this machine, once for the whole run; and advice.
 
-    Cheap, before any model loads: device auto resolves without torch on a Linux machine with no
-    GPU device node. The advice (e.g. bf16 on a CPU without bf16 units) is returned, not warned,
-    so that the caller says it once.
+    Every shard task gets these resolved values and never resolves them again, so that one run's
+    shards share one precision and runtime on a cluster that mixes GPU and CPU workers (where
+    `auto` means bf16 on some and fp32 on others), and a retry on another worker cannot flip them.
+    Refuses a device, precision or runtime that cannot run here. Cheap, before any model loads:
+    device auto resolves without torch on a Linux machine with no GPU device node. The advice
+    against a slow precision (e.g. bf16 on a CPU without bf16 units) is returned, not warned,
+    so that the caller says it once. The device is not resolved for the workers: each runs on its own.
     """
     import warnings
 
@@ -82,10 +88,16 @@ def check_model(config: RunConfig) -> str | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrecisionWarning)
         precision = resolve_precision(config.precision, device)
-    onnx_forward.check(config.runtime, device, precision)
+    runtime = onnx_forward.resolve_runtime(config.runtime, device, precision)
     if config.detects_languages:
         language.check_available()
-    return half_precision_advice(precision, device)
+    resolved = config.model_copy(update={"precision": precision, "runtime": runtime})
+    return resolved, half_precision_advice(precision, device)
+
+
+def check_model(config: RunConfig) -> str | None:
+    """Refuse a device, precision, runtime or language detection that cannot run here; return advice against a slow precision."""
+    return resolve(config)[1]
 
 
 def _check_output_dir(out: Layout, inputs: Inputs) -> None:
@@ -127,7 +139,7 @@ def _check_store(out: Layout) -> None:
 
 def validate(specs: Sequence[str], out_dir: str | Path | Layout, config: RunConfig, overwrite: bool = False) -> Job:
     """Every check a run makes before it starts (before any model loads); writes nothing."""
-    advice = check_model(config)
+    resolved, advice = resolve(config)
     inputs = scan(
         specs,
         config.text_column,
@@ -142,7 +154,7 @@ def validate(specs: Sequence[str], out_dir: str | Path | Layout, config: RunConf
     schema = inputs.schema.append(pa.field("lang", pa.string())) if config.detects_languages else inputs.schema
     stats.check_options(schema, config.group_by, config.time_column, config.every)
     shards = plan_shards(inputs, config.shard_rows)
-    record = resume.job_record(inputs, config, shards)
+    record = resume.job_record(inputs, resolved, shards)
     resume.check(out, record, overwrite)
     lock.check(out)
-    return Job(tuple(specs), inputs, out, config, shards, record, overwrite, advice)
+    return Job(tuple(specs), inputs, out, config, shards, record, resolved, overwrite, advice)
