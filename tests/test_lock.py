@@ -157,3 +157,20 @@ def test_the_holder_renews_its_record_in_the_lock_file(tmp_path, monkeypatch):
             time.sleep(0.01)  # (_read: a read beside a renewal's write may see it torn)
         assert lock._read(str(lock_file))["renewed"] > first["renewed"]
     assert lock_file.read_text() == ""
+
+
+def test_a_torn_record_counts_as_a_holder_until_it_is_old(tmp_path, monkeypatch):
+    """A read beside another machine's renewal may see its record half written: not a free folder."""
+    per_machine_flock(monkeypatch)
+    out = layout(tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    lock_file = tmp_path / "out" / ".emodraw.lock"
+    lock_file.write_text('{"host": "node-b", "boot": "b", "pid": 4')
+    for attempt in (lambda: lock.check(out), lambda: lock.held(out).__enter__()):
+        with pytest.raises(OutputError, match="another machine"):
+            attempt()
+    stamp = time.time() - 3600
+    os.utime(lock_file, (stamp, stamp))  # damaged long ago: nobody renews it
+    with pytest.warns(UserWarning, match="gone"):
+        with lock.held(out):
+            pass
