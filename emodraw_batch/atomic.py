@@ -1,8 +1,8 @@
 """The one way anything is written: under a hidden temporary name, renamed when complete.
 
 Readers (Parquet globs, `emodraw-batch run --model DIR`, people) never see a half-written
-file or folder: a rename within one folder is atomic, and hidden names (`.name.PID.tmp`)
-are skipped by `*.parquet` globs and by the resume check, which removes them.
+file or folder: a rename within one folder is atomic, and hidden names (`.name.HOST.PID.RANDOM.tmp`:
+unique across machines and containers that share a mount, where pids alone collide) are skipped by `*.parquet` globs and by the resume check, which removes them.
 
 Object stores (`replacing_in` with a remote filesystem) have no rename. There the content is
 uploaded whole to the hidden temporary key first (a multipart upload that is never completed,
@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,9 +38,19 @@ TEMP_SUFFIX = ".tmp"
 Check = Callable[[], None]
 
 
+def unique_name(name: str, suffix: str = TEMP_SUFFIX) -> str:
+    """A hidden name beside `name` that no other writer uses: host, pid and a random part.
+
+    The pid alone is not enough where containers or machines share a mount (each container's
+    first process is pid 1); the host name is kept readable, for whoever finds a leftover.
+    """
+    host = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname())[:40] or "host"
+    return f".{name}.{host}.{os.getpid()}.{secrets.token_hex(4)}{suffix}"
+
+
 def temp_name(path: Path) -> Path:
-    """The hidden temporary sibling of `path` for this process."""
-    return path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    """A new hidden temporary sibling of `path`, unique to this writer."""
+    return path.with_name(unique_name(path.name))
 
 
 def _remove(path: Path) -> None:
@@ -70,7 +83,7 @@ def replacing(path: str | Path, check: Check | None = None) -> Iterator[Path]:
         _remove(temp)
         raise
     if temp.is_dir() and final.exists():
-        old = final.with_name(f".{final.name}.{os.getpid()}.old")
+        old = final.with_name(unique_name(final.name, ".old"))
         os.replace(final, old)  # a folder cannot be renamed over a non-empty one
         os.replace(temp, final)
         _remove(old)
@@ -87,7 +100,7 @@ def replacing(path: str | Path, check: Check | None = None) -> Iterator[Path]:
 
 def _remote_temp(path: str) -> str:
     folder, _, name = path.rstrip("/").rpartition("/")
-    return f"{folder}/.{name}.{os.getpid()}{TEMP_SUFFIX}"
+    return f"{folder}/{unique_name(name)}"
 
 
 def remove(path: str | Path, fs: pafs.FileSystem | None = None) -> None:

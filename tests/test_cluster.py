@@ -28,7 +28,7 @@ from emodraw_batch.files.writer import read_metadata
 from emodraw_batch.job.runner import run
 
 DASK = str(Path(sys.executable).with_name("dask"))
-TEMP = re.compile(r"^\.part-.*\.(\d+)\.tmp$")  # a shard being written: the writer's pid is in the name
+TEMP = re.compile(r"^\.part-.*\.(\d+)\.[0-9a-f]+\.tmp$")  # a shard being written: .NAME.HOST.PID.RANDOM.tmp
 
 
 def _wait(check, timeout: float, what: str):

@@ -9,12 +9,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import warnings
 
 import pyarrow.fs as pafs
 import pytest
 
-from emodraw_batch.files import lease
+from emodraw_batch.files import holder, lease
 
 
 class Refused(Exception):
@@ -56,20 +57,40 @@ def test_of_two_runs_that_both_found_it_free_only_the_last_writer_holds_it(spot,
     assert lease.read(fs, path)["token"] == other.token
 
 
+HOUR = 3600.0
+NOW = dt.datetime.now(dt.timezone.utc).isoformat()  # by this machine's clock: what the holder wrote, not what counts
+
+
+def age_record(path, seconds):
+    """Set the record's modification time `seconds` into the past (what the store last saw written)."""
+    stamp = time.time() - seconds
+    os.utime(path, (stamp, stamp))
+
+
+def another_machine(**fields):
+    return {"host": "elsewhere", "boot": "another-boot", "pidns": "pid:[1]", "pid": 1, **fields}
+
+
+def this_machine(**fields):
+    return {**holder.me(), **fields}
+
+
 @pytest.mark.parametrize(
-    "holder, gone",
+    "record, written_s_ago, gone",
     [
-        ({"host": "elsewhere", "pid": 1, "renewed": "2020-01-01T00:00:00+00:00"}, True),  # not renewed: expired
-        ({"host": "elsewhere", "pid": 1, "renewed": "NOW"}, False),  # renewed just now on another host
-        ({"host": socket.gethostname(), "pid": 2**22 + 7, "renewed": "NOW"}, True),  # a dead pid on this host
+        (another_machine(), HOUR, True),  # not renewed for an hour (by the store's clock): expired
+        (another_machine(), 0, False),  # renewed just now on another machine
+        (this_machine(pid=2**22 + 7), 0, True),  # a dead process of this machine
+        (this_machine(pid_start="1"), 0, True),  # a live pid of this machine, but another process: pid reused
+        (this_machine(boot="before-a-restart", pid=os.getpid()), HOUR, True),  # same host name, another boot
     ],
+    ids=["stale-elsewhere", "fresh-elsewhere", "dead-here", "pid-reused", "other-boot"],
 )
-def test_a_lease_whose_holder_is_gone_is_taken_over_with_a_warning(spot, holder, gone):
+def test_a_lease_whose_holder_is_gone_is_taken_over_with_a_warning(spot, record, written_s_ago, gone):
     fs, path = spot
-    if holder["renewed"] == "NOW":
-        holder["renewed"] = dt.datetime.now(dt.timezone.utc).isoformat()
-    write_holder(fs, path, since="earlier", token="theirs", **holder)
-    assert lease.expired(holder) is gone
+    write_holder(fs, path, since="earlier", renewed=NOW, token="theirs", **record)
+    age_record(path, written_s_ago)
+    assert lease.gone(lease.read(fs, path), holder.age_s(fs, path)) is gone
     if not gone:
         with pytest.raises(Refused):
             lease.Lease(fs, path, refuse).__enter__()
@@ -81,9 +102,29 @@ def test_a_lease_whose_holder_is_gone_is_taken_over_with_a_warning(spot, holder,
     assert any("Taking over" in str(w.message) for w in caught)
 
 
-def test_the_holder_renews_its_lease(spot, monkeypatch):
-    import time
+@pytest.mark.parametrize("renewed", ["2020-01-01T00:00:00+00:00", "2099-01-01T00:00:00+00:00"], ids=["behind", "ahead"])
+def test_a_live_lease_is_judged_by_the_stores_clock_not_by_the_holders(spot, renewed):
+    """The holder's clock is years off; what counts is that the store saw its lease written just now."""
+    fs, path = spot
+    write_holder(fs, path, since=renewed, renewed=renewed, token="theirs", **another_machine())
+    with pytest.raises(Refused):
+        lease.Lease(fs, path, refuse).__enter__()
+    assert lease.read(fs, path)["token"] == "theirs"
 
+
+def test_a_dead_lease_is_judged_by_the_stores_clock_not_by_the_holders(spot):
+    """The holder's clock ran ahead: its last renewal claims the future, but the store last saw it an hour ago."""
+    fs, path = spot
+    write_holder(fs, path, since="earlier", renewed="2099-01-01T00:00:00+00:00", token="theirs", **another_machine())
+    age_record(path, HOUR)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with lease.Lease(fs, path, refuse) as mine:
+            assert lease.read(fs, path)["token"] == mine.token
+    assert any("Taking over" in str(w.message) for w in caught)
+
+
+def test_the_holder_renews_its_lease(spot, monkeypatch):
     fs, path = spot
     monkeypatch.setattr(lease, "RENEW_S", 0.05)
     with lease.Lease(fs, path, refuse):
@@ -216,3 +257,37 @@ def test_the_expiry_can_be_shortened_for_tests_by_one_environment_variable():
     env = {**os.environ, "EMODRAW_LEASE_EXPIRY_S": "3"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["3.0", "0.3"]
+
+
+class NoTimes(FailingReads):
+    """A store that keeps no modification times (some fsspec drivers report none)."""
+
+    def __init__(self) -> None:
+        super().__init__("", OSError())
+
+    def get_file_info(self, paths):
+        return [pafs.FileInfo(f.path, f.type, size=f.size) for f in self.inner.get_file_info(paths)]
+
+
+def test_without_store_times_a_lease_left_unchanged_for_the_expiry_is_taken_over(spot, monkeypatch):
+    _, path = spot
+    fs = pafs.PyFileSystem(NoTimes())
+    monkeypatch.setattr(lease, "LEASE_S", 0.2)  # watched on this machine's monotonic clock
+    write_holder(fs, path, since="earlier", renewed="2099-01-01T00:00:00+00:00", token="theirs", **another_machine())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with lease.Lease(fs, path, refuse) as mine:
+            assert lease.read(fs, path)["token"] == mine.token
+    assert any("watching it" in str(w.message) for w in caught) and any("Taking over" in str(w.message) for w in caught)
+
+
+def test_without_store_times_a_lease_renewed_while_watched_is_not_taken(spot, monkeypatch):
+    _, path = spot
+    fs = pafs.PyFileSystem(NoTimes())
+    theirs = dict(since="earlier", token="theirs", **another_machine())
+    write_holder(fs, path, renewed="2020-01-01T00:00:00+00:00", **theirs)  # its clock is years behind
+    # While this run watches, the holder renews its lease (as it does every RENEW_S).
+    monkeypatch.setattr(lease.time, "sleep", lambda s: write_holder(fs, path, renewed="2020-01-01T00:01:00+00:00", **theirs))
+    with pytest.warns(UserWarning, match="watching it"), pytest.raises(Refused):
+        lease.Lease(fs, path, refuse).__enter__()
+    assert lease.read(fs, path)["token"] == "theirs"

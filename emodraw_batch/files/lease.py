@@ -6,8 +6,11 @@ own, waits SETTLE_S and reads it back: with the store's read-after-write consist
 that both found the folder free, the one whose write came first reads the other's token and
 refuses, as long as no process stalls between its check and its write for longer than SETTLE_S
 (the check and the write are milliseconds apart). The holder renews the lease every RENEW_S; a
-lease not renewed for LEASE_S (its holder died on another machine), or naming a dead pid on this
-host, is taken over with a warning. Works on any pyarrow filesystem.
+lease not renewed for LEASE_S (its holder died on another machine), or naming a dead process of
+this machine, is taken over with a warning. "Not renewed" is judged without another machine's
+clock (holder.py): by the store's own modification times, or, on a store that keeps none, by
+watching the lease stay unchanged for LEASE_S on this machine's monotonic clock. Works on any
+pyarrow filesystem.
 
 A holder that stalled past LEASE_S (a GC pause, SIGSTOP, a network cut) may find its lease taken
 over when it wakes up. It never writes over the other run's lease: each renewal reads the lease
@@ -21,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import socket
 import threading
 import time
 import uuid
@@ -33,6 +35,7 @@ import pyarrow.fs as pafs
 
 from emodraw_batch.atomic import write_json
 from emodraw_batch.errors import OutputError
+from emodraw_batch.files import holder as holders
 
 SETTLE_S = 2.0
 # 10 minutes without renewal: the holder is gone. EMODRAW_LEASE_EXPIRY_S shortens it for tests (a
@@ -76,29 +79,32 @@ def read(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
         ) from None
 
 
-def _alive_here(holder: dict[str, Any]) -> bool | None:
-    """True/False for a holder on this host (is its pid alive?), None for another host."""
-    if holder.get("host") != socket.gethostname():
-        return None
-    try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, KeyError, ValueError, TypeError):
-        return True
-    return True
+def gone(holder: dict[str, Any], age_s: float | None) -> bool | None:
+    """The holder is gone: a process of this machine that ended, or a record not written for LEASE_S.
 
-
-def expired(holder: dict[str, Any], now: dt.datetime | None = None) -> bool:
-    """The holder is gone: a dead pid on this host, or no renewal for LEASE_S."""
-    alive = _alive_here(holder)
+    `age_s` is the record's age by the store's clock (holder.age_s); None where the store keeps no
+    times: then, for a holder on another machine, the answer is None (not known without watching).
+    """
+    alive = holders.alive_here(holder)
     if alive is not None:
         return not alive
-    try:
-        renewed = dt.datetime.fromisoformat(holder["renewed"])
-    except (KeyError, ValueError, TypeError):
-        return True
-    return ((now or _now()) - renewed).total_seconds() > LEASE_S
+    return None if age_s is None else age_s > LEASE_S
+
+
+def _unchanged_for_expiry(fs: pafs.FileSystem, path: str, holder: dict[str, Any]) -> bool:
+    """Watch the lease for LEASE_S on this machine's monotonic clock: True if nobody renewed it."""
+    warnings.warn(
+        f"The lock {path!r} names a run on another machine and this store keeps no modification times: "
+        f"watching it for {LEASE_S:.0f} s to see whether that run still renews it.",
+        stacklevel=3,
+    )
+    until = time.monotonic() + LEASE_S
+    while (left := until - time.monotonic()) > 0:
+        time.sleep(min(RENEW_S / 4, left))
+        now = read(fs, path)
+        if now != holder:
+            return now is None  # renewed (or taken) by another run: it lives; deleted: the folder is free
+    return True
 
 
 class Lease:
@@ -113,14 +119,13 @@ class Lease:
         self.lost: dict[str, Any] | None = None  # the lease found in its place once another run took it
 
     def _write(self) -> None:
-        record = {"host": socket.gethostname(), "pid": os.getpid(), "since": self.since,
-                  "renewed": _now().isoformat(), "token": self.token}
+        record = holders.me() | {"since": self.since, "renewed": _now().isoformat(), "token": self.token}
         write_json(self.path, record, self.fs)  # appears whole: a reader never sees half a lease
 
     def __enter__(self) -> Lease:
         holder = read(self.fs, self.path)
         if holder is not None:
-            if not expired(holder):
+            if not self._gone(holder):
                 raise self.refuse(holder)
             warnings.warn(
                 f"Taking over the lock {self.path!r} from a run that is gone (pid {holder.get('pid')} on "
@@ -135,6 +140,10 @@ class Lease:
         self._renewer = threading.Thread(target=self._renew, name="emodraw-lease", daemon=True)
         self._renewer.start()
         return self
+
+    def _gone(self, holder: dict[str, Any]) -> bool:
+        found = gone(holder, holders.age_s(self.fs, self.path))
+        return _unchanged_for_expiry(self.fs, self.path, holder) if found is None else found
 
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_S):
