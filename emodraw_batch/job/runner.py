@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from emodraw_batch import __version__
 from emodraw_batch.files import lock
@@ -27,6 +28,7 @@ from emodraw_batch.config import RunConfig
 from emodraw_batch.errors import OutputError
 from emodraw_batch.files.layout import LABELS, STATS, STATS_SUMMARY, Layout, layout
 from emodraw_batch.inference.backends import Pending
+from emodraw_batch.inference.chunks import Chunker
 from emodraw_batch.inference.classifier import EmotionClassifier, Prediction, cached_classifier
 from emodraw_batch.job.plan import Plan, ShardResult, plan
 from emodraw_batch.job.prefetch import SerialWorker, prefetch
@@ -80,6 +82,10 @@ def classifier_settings(config: RunConfig) -> dict[str, Any]:
         "max_length": config.max_length,
         "batch_tokens": config.batch_tokens,
         "allow_pickle": config.allow_pickle,
+        "long_texts": config.long_texts,
+        "chunk_overlap": config.chunk_overlap,
+        "max_chunks": config.max_chunks,
+        "chunk_aggregation": config.chunk_aggregation,
     }
 
 
@@ -96,6 +102,34 @@ def encode_window(table: pa.Table, config: RunConfig, clf: EmotionClassifier) ->
     texts, status = prepare(column)
     ids, cut = clf.encode([texts[i] for i in np.flatnonzero(status == OK)])
     return status, ids, cut
+
+
+def token_bounded(windows: Iterable[pa.Table], config: RunConfig) -> Iterator[pa.Table]:
+    """In chunk mode, `windows` cut so that none holds more than `window_rows x max_length` tokens.
+
+    A window of long texts would otherwise hold up to `max_chunks` times the tokens of a
+    truncated one (token ids, chunk rows, padded batches). A text's tokens are counted by its
+    characters (a token takes at least one), up to the characters chunk mode keeps of it.
+    Truncate mode keeps its windows: a row never holds more than max_length tokens there.
+    """
+    if config.long_texts != "chunk":
+        yield from windows
+        return
+    budget = config.window_rows * config.max_length
+    keep = Chunker(config.max_length, 0, config.max_chunks, 0, 0).char_limit
+    for table in windows:
+        column = table[config.text_column]
+        if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+            yield table
+            continue
+        chars = np.minimum(pc.utf8_length(column).fill_null(0).to_numpy(), keep)
+        ends = np.cumsum(chars)
+        start = 0
+        while start < table.num_rows:
+            before = ends[start - 1] if start else 0
+            stop = max(int(np.searchsorted(ends, before + budget, side="right")), start + 1)
+            yield table.slice(start, stop - start)
+            start = stop
 
 
 OnWindow = Callable[[pa.Table, np.ndarray, Prediction], None]
@@ -121,15 +155,14 @@ def label_windows(
     """
 
     def encoded() -> Iterator[tuple[pa.Table, np.ndarray, list[list[int]], np.ndarray]]:
-        for table in windows:
+        for table in token_bounded(windows, config):
             yield table, *encode_window(table, config, clf)
 
     def write(table: pa.Table, status: np.ndarray, prediction: Prediction) -> None:
         sink(label_table(table, status, prediction, clf.labels, schema))
 
     def finish(table: pa.Table, status: np.ndarray, ids: list[list[int]], cut: np.ndarray, pending: Pending) -> None:
-        n_tokens = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
-        prediction = Prediction(clf.collect(pending), n_tokens, cut)
+        prediction = clf.prediction(ids, cut, pending)
         behind.submit(write, table, status, prediction)
         if on_window:
             on_window(table, status, prediction)
