@@ -53,8 +53,8 @@ class RunConfig(BaseModel):
     # Texts longer than max_length: truncate (the model sees the first max_length tokens) or chunk
     # (every window of max_length tokens, chunk_overlap shared, at most max_chunks; probabilities
     # aggregated by chunk_aggregation). See inference/chunks.py and docs/long-texts.md.
-    long_texts: Literal["truncate", "chunk"] = "truncate"
-    chunk_overlap: int = Field(32, ge=0)
+    long_texts: Literal["truncate", "chunk"] = "chunk"
+    chunk_overlap: int | None = Field(None, ge=0)  # None: a quarter of the window (32 at max_length 128)
     max_chunks: int = Field(16, ge=1)
     chunk_aggregation: Literal["weighted", "mean", "max"] = "weighted"
     # Token budget of one forward pass: rows x longest row <= batch_tokens.
@@ -76,10 +76,10 @@ class RunConfig(BaseModel):
 
     @field_validator("chunk_overlap")
     @classmethod
-    def _check_overlap(cls, value: int, info: ValidationInfo) -> int:
+    def _check_overlap(cls, value: int | None, info: ValidationInfo) -> int | None:
         """Windows must advance by at least half their length: more overlap only multiplies the work."""
         max_length = info.data.get("max_length")
-        if max_length is not None and 2 * value > max_length:
+        if value is not None and max_length is not None and 2 * value > max_length:
             raise ValueError(f"chunk_overlap must be at most half of max_length ({max_length}); lower it")
         return value
 

@@ -67,7 +67,7 @@ def run(
     runtime: Optional[str] = typer.Option(None, help=f"auto | torch | onnx: what runs the forward pass (default: {run_default('runtime')} = ONNX Runtime for fp32 on the CPU, else torch)."),
     max_length: Optional[int] = typer.Option(None, help=f"Max tokens per text (one model input); longer texts are truncated and flagged, or chunked (default: {run_default('max_length')})."),
     long_texts: Optional[str] = typer.Option(None, help=f"truncate | chunk: texts longer than --max-length: label their first window, or every window and aggregate (default: {run_default('long_texts')})."),
-    chunk_overlap: Optional[int] = typer.Option(None, help=f"Tokens shared by consecutive windows of a chunked text (default: {run_default('chunk_overlap')})."),
+    chunk_overlap: Optional[int] = typer.Option(None, help="Tokens shared by consecutive windows of a chunked text, at most half of --max-length (default: a quarter of --max-length, 32 at 128)."),
     max_chunks: Optional[int] = typer.Option(None, help=f"Windows per text at most; the rest is truncated and flagged (default: {run_default('max_chunks')})."),
     batch_tokens: Optional[int] = typer.Option(None, help="Token budget of one forward pass (rows x longest row) (default: by device)."),
     window_rows: Optional[int] = typer.Option(None, help=f"Rows sorted by length together; bounds memory (default: {run_default('window_rows')})."),

@@ -89,15 +89,16 @@ class Batcher:
         self.pad_multiple = max(int(pad_multiple), 1)
         self.prepare_in_encode = prepare_in_encode
 
-    def long_texts(self, mode: str, overlap: int, max_chunks: int, aggregation: str) -> dict[str, Any]:
-        """Set how texts longer than max_length are read: `truncate`, or `chunk` (overlapping windows of
-        max_length tokens; chunks.py). Returns the description recorded with the labels."""
+    def long_texts(self, mode: str, overlap: int | None, max_chunks: int, aggregation: str) -> dict[str, Any]:
+        """Set how texts longer than max_length are read: `truncate`, or `chunk` (windows of max_length
+        tokens sharing `overlap`, None: a quarter of them; chunks.py). Returns the description recorded with the labels."""
         if mode == "truncate":
             return {"mode": "truncate"}
         if mode != "chunk":
             raise ConfigError(f"long_texts must be truncate or chunk; got {mode!r}. Pick one of them.")
         check_aggregation(aggregation)
         prefix, suffix = special_tokens(self.rust)
+        overlap = self.max_length // 4 if overlap is None else overlap
         self.chunker = Chunker(self.max_length, overlap, max_chunks, prefix, suffix)
         self.rust.enable_truncation(self.chunker.token_limit, direction=self.side)
         return self.chunker.describe(aggregation)

@@ -66,7 +66,7 @@ class EmotionClassifier:
         pad_multiple: int | None = None,
         attn_implementation: str | None = None,
         compile: bool | str | None = None,  # noqa: A002 - the name torch uses
-        long_texts: str = "truncate", chunk_overlap: int = 32, max_chunks: int = 16, chunk_aggregation: str = "weighted",
+        long_texts: str = "truncate", chunk_overlap: int | None = None, max_chunks: int = 16, chunk_aggregation: str = "weighted",
     ) -> None:
         """`runtime` runs the forward pass: torch, onnx (ONNX Runtime: CPU, fp32; backends/onnx_forward.py) or
         auto (onnx where it can run and is installed, else torch). `half_weights` to `compile`: the GPU fast
