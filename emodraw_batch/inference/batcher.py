@@ -83,7 +83,7 @@ class Batcher:
                  pad_multiple: int = 1, prepare_in_encode: bool = False) -> None:
         self.rust = truncating_tokenizer(tokenizer_json, max_length, side)
         self.side, self.max_length = side, max_length
-        self.chunker: Chunker | None = None  # see chunk_long_texts
+        self.chunker: Chunker | None = None  # chunk mode (see long_texts)
         self.pad_id = pad_id
         self.batch_tokens = batch_tokens
         self.pad_multiple = max(int(pad_multiple), 1)

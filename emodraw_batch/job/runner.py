@@ -124,6 +124,9 @@ def token_bounded(windows: Iterable[pa.Table], config: RunConfig) -> Iterator[pa
             continue
         chars = np.minimum(pc.utf8_length(column).fill_null(0).to_numpy(), keep)
         ends = np.cumsum(chars)
+        if not len(ends) or ends[-1] <= budget:  # the usual case: the window as read
+            yield table
+            continue
         start = 0
         while start < table.num_rows:
             before = ends[start - 1] if start else 0
