@@ -210,7 +210,7 @@ def test_run_resumes_after_an_interruption(cli_out, corpus, tiny_model, tmp_path
 
     def stop_in_the_second_shard(rows: int) -> None:
         calls.append(rows)
-        if len(calls) == 2:
+        if sum(calls) > 50:  # in the second shard (chunk mode may cut a shard's window of long texts in two)
             raise Stop
 
     with pytest.raises(Stop):

@@ -38,14 +38,14 @@ class ClassifySettings(TypedDict, total=False):
     precision: Precision
     runtime: Literal["auto", "torch", "onnx"]
     max_length: int
-    long_texts: Literal["truncate", "chunk"]
-    chunk_overlap: int
-    max_chunks: int
-    chunk_aggregation: Literal["weighted", "mean", "max"]
     batch_tokens: int | None
     window_rows: int
     allow_pickle: bool
     cast_text: bool
+    long_texts: Literal["truncate", "chunk"]
+    chunk_overlap: int | None
+    max_chunks: int
+    chunk_aggregation: Literal["weighted", "mean", "max"]
 
 
 class RunSettings(ClassifySettings, total=False):

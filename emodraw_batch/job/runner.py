@@ -108,8 +108,9 @@ def token_bounded(windows: Iterable[pa.Table], config: RunConfig) -> Iterator[pa
     """In chunk mode, `windows` cut so that none holds more than `window_rows x max_length` tokens.
 
     A window of long texts would otherwise hold up to `max_chunks` times the tokens of a
-    truncated one (token ids, chunk rows, padded batches). A text's tokens are counted by its
-    characters (a token takes at least one), up to the characters chunk mode keeps of it.
+    truncated one (token ids, chunk rows, padded batches). A long text's tokens are counted by its
+    characters (a token takes at least one), up to the characters chunk mode keeps of it; a
+    window of short texts is never cut.
     Truncate mode keeps its windows: a row never holds more than max_length tokens there.
     """
     if config.long_texts != "chunk":
@@ -123,7 +124,9 @@ def token_bounded(windows: Iterable[pa.Table], config: RunConfig) -> Iterator[pa
             yield table
             continue
         chars = np.minimum(pc.utf8_length(column).fill_null(0).to_numpy(), keep)
-        ends = np.cumsum(chars)
+        # A text of up to 4 characters a token (English runs at 4-5) counts as one full window row,
+        # what truncate mode holds for it; a longer one by its characters, a bound of its tokens.
+        ends = np.cumsum(np.where(chars <= 4 * config.max_length, config.max_length, chars))
         if not len(ends) or ends[-1] <= budget:  # the usual case: the window as read
             yield table
             continue
