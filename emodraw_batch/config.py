@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from emodraw_batch.errors import ConfigError
 
@@ -50,6 +50,13 @@ class RunConfig(BaseModel):
     # the fingerprint: both give the same labels (probabilities within ~1e-6), so a job may resume on either.
     runtime: Literal["auto", "torch", "onnx"] = "auto"
     max_length: int = Field(128, ge=8)
+    # Texts longer than max_length: truncate (the model sees the first max_length tokens) or chunk
+    # (every window of max_length tokens, chunk_overlap shared, at most max_chunks; probabilities
+    # aggregated by chunk_aggregation). See inference/chunks.py and docs/long-texts.md.
+    long_texts: Literal["truncate", "chunk"] = "chunk"
+    chunk_overlap: int | None = Field(None, ge=0)  # None: a quarter of the window (32 at max_length 128)
+    max_chunks: int = Field(16, ge=1)
+    chunk_aggregation: Literal["weighted", "mean", "max"] = "weighted"
     # Token budget of one forward pass: rows x longest row <= batch_tokens.
     # None sizes it from the device (see device.default_batch_tokens).
     batch_tokens: int | None = Field(None, ge=8)
@@ -94,10 +101,21 @@ class RunConfig(BaseModel):
         """Whether rows get a language (and rows outside `languages` are skipped): all but `any`."""
         return self.languages != "any"
 
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _check_overlap(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """Windows must advance by at least half their length: more overlap only multiplies the work."""
+        max_length = info.data.get("max_length")
+        if value is not None and max_length is not None and 2 * value > max_length:
+            raise ValueError(f"chunk_overlap must be at most half of max_length ({max_length}); lower it")
+        return value
+
     def fingerprint(self) -> dict[str, Any]:
         """The settings that change the labels; a resumed run must match them exactly."""
+        chunk = {"chunk_overlap", "max_chunks", "chunk_aggregation"} if self.long_texts == "chunk" else set()
         values = self.model_dump(
-            include={"model", "revision", "text_column", "max_length", "precision", "cast_text", "dedup", "languages"}
+            include={"model", "revision", "text_column", "max_length", "precision", "cast_text", "dedup", "languages",
+                     "long_texts", *chunk}
         )
         if self.detects_languages:  # the threshold changes nothing when nothing is detected
             values["language_confidence"] = self.language_confidence

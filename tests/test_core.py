@@ -111,7 +111,7 @@ def test_order_rows_and_passthrough_across_files_and_row_groups(tiny_model, tmp_
 def test_output_contract(tiny_model, tmp_path):
     texts = ["short one", "", None, "   ", " ".join(["word"] * 200), "another fine day"]
     corpus = write_corpus(tmp_path / "in.parquet", texts)
-    cfg = load_config(model=tiny_model, device="cpu", max_length=16)
+    cfg = load_config(model=tiny_model, device="cpu", max_length=16, long_texts="truncate")  # chunks: test_chunks.py
     run([str(corpus)], tmp_path / "out", cfg)
     files = list((tmp_path / "out" / "labels").glob("*.parquet"))
     out = pq.read_table(files[0])

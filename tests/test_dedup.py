@@ -43,22 +43,24 @@ def model_rows(texts: list[str | None], shards: list[slice]) -> tuple[int, int]:
 
 
 def count_model_rows(monkeypatch, config: RunConfig, resolved: bool = True) -> list[int]:
-    """Record how many rows each window sends through the model: the classifier the shard tasks use
-    (precision and runtime resolved once, as the plan hands them on), or `classify`'s (`resolved=False`)."""
+    """Record how many texts each window sends to the tokenizer and the model (a long text is one,
+    whatever its chunks): the classifier the shard tasks use (precision and runtime resolved once,
+    as the plan hands them on), or `classify`'s (`resolved=False`)."""
     from emodraw_batch.job.validate import resolve
 
     clf = runner.classifier_for(resolve(config)[0] if resolved else config)
     sent: list[int] = []
-    submit = clf.submit
-    monkeypatch.setattr(clf, "submit", lambda ids: (sent.append(len(ids)), submit(ids))[1])
+    encode = clf.encode
+    monkeypatch.setattr(clf, "encode", lambda texts: (sent.append(len(texts)), encode(texts))[1])
     return sent
 
 
-def test_copies_get_bit_identical_results_equal_to_no_dedup(tiny_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("long_texts", ["truncate", "chunk"])
+def test_copies_get_bit_identical_results_equal_to_no_dedup(tiny_model, tmp_path, monkeypatch, long_texts):
     texts = repeated_corpus()
     corpus = write_corpus(tmp_path / "in.parquet", texts, row_group_size=100)
     # Windows of 37 rows: repeats within a window and across windows; shards of 200 rows: the memory is per shard.
-    config = RunConfig(model=tiny_model, device="cpu", max_length=24, window_rows=37, shard_rows=200)
+    config = RunConfig(model=tiny_model, device="cpu", max_length=24, window_rows=37, shard_rows=200, long_texts=long_texts)
     sent = count_model_rows(monkeypatch, config)
     on = runner.run([str(corpus)], tmp_path / "on", config)
     ok, distinct = model_rows(texts, [slice(0, 200), slice(200, 400)])
@@ -77,9 +79,11 @@ def test_copies_get_bit_identical_results_equal_to_no_dedup(tiny_model, tmp_path
         for i in shard:
             if a["status"][i].as_py() != "ok":
                 continue
-            row = {c: a[c][i].as_py() for c in [*PROBS, "score", "emotion", "n_tokens", "truncated"]}
+            row = {c: a[c][i].as_py() for c in [*PROBS, "score", "emotion", "n_chunks", "n_tokens", "truncated"]}
             assert first.setdefault(model_text[i], row) == row, i
     assert a.slice(60, 1).select(PROBS).equals(a.slice(61, 1).select(PROBS))
+    # chunk mode: repeated long texts (several windows each) were chunked and run once, like the others
+    assert (max(a["n_chunks"].to_pylist()) > 1) == (long_texts == "chunk")
     assert (on.repeats, off.repeats) == (ok - distinct, 0)
     manifest = json.loads((tmp_path / "on" / "manifest.json").read_text())
     assert manifest["summary"]["repeats"] == ok - distinct

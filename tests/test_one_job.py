@@ -94,12 +94,12 @@ def test_a_shard_with_another_jobs_metadata_under_the_right_row_count_is_redone(
 
 def test_every_setting_of_the_fingerprint_is_compared_with_the_shard(tiny_model):
     """A setting added to the fingerprint (and so to the settings a shard records) needs no second table."""
-    fingerprint = {**RunConfig(model=tiny_model, precision="fp32").fingerprint(), "long_texts": "chunk"}
+    fingerprint = {**RunConfig(model=tiny_model, precision="fp32").fingerprint(), "future_setting": "on"}
     written = {"precision": "fp32", "config": {**RunConfig(model=tiny_model).model_dump(mode="json")}}
-    assert resume.shard_differences(written, fingerprint) == ["long_texts: missing in the file, 'chunk' in this job"]
-    written["config"]["long_texts"] = "truncate"
-    assert resume.shard_differences(written, fingerprint) == ["long_texts: 'truncate' in the file, 'chunk' in this job"]
-    written["config"]["long_texts"] = "chunk"
+    assert resume.shard_differences(written, fingerprint) == ["future_setting: missing in the file, 'on' in this job"]
+    written["config"]["future_setting"] = "off"
+    assert resume.shard_differences(written, fingerprint) == ["future_setting: 'off' in the file, 'on' in this job"]
+    written["config"]["future_setting"] = "on"
     assert resume.shard_differences(written, fingerprint) == []
 
 

@@ -21,7 +21,7 @@ from emodraw_batch.inference.classifier import Prediction
 from emodraw_batch.inference.language import Rows
 from emodraw_batch.text import OK
 
-ADDED = ("emotion", "score", "n_tokens", "truncated", "status")
+ADDED = ("emotion", "score", "n_chunks", "n_tokens", "truncated", "status")
 # Added after `status` only when languages are detected (any setting but --languages any).
 LANGUAGE_ADDED = ("lang", "lang_score")
 METADATA_KEY = b"emodraw"
@@ -34,6 +34,7 @@ def added_fields(prob_columns: list[str], languages: bool = False) -> list[pa.Fi
         pa.field("emotion", pa.string()),
         pa.field("score", pa.float32()),
         *(pa.field(c, pa.float32()) for c in prob_columns),
+        pa.field("n_chunks", pa.int32()),  # windows the model ran (1 unless --long-texts chunk)
         pa.field("n_tokens", pa.int32()),
         pa.field("truncated", pa.bool_()),
         pa.field("status", pa.string()),
@@ -80,6 +81,8 @@ def label_table(
     probs[ok] = prediction.probs
     n_tokens = np.zeros(n, dtype=np.int32)
     n_tokens[ok] = prediction.n_tokens
+    n_chunks = np.zeros(n, dtype=np.int32)
+    n_chunks[ok] = 1 if prediction.n_chunks is None else prediction.n_chunks
     truncated = np.zeros(n, dtype=bool)
     truncated[ok] = prediction.truncated
     top = probs[ok].argmax(axis=1) if ok.any() else np.zeros(0, dtype=np.int64)
@@ -92,6 +95,7 @@ def label_table(
         pa.array(emotion, pa.string()),
         pa.array(score, pa.float32(), mask=null),
         *(pa.array(probs[:, j], pa.float32(), mask=null) for j in range(len(labels))),
+        pa.array(n_chunks, pa.int32()),
         pa.array(n_tokens, pa.int32()),
         pa.array(truncated, pa.bool_()),
         pa.array(status.astype(str), pa.string()),

@@ -14,10 +14,15 @@ from typing import Any
 import numpy as np
 
 from emodraw_batch.inference.batching import pack
+from emodraw_batch.errors import ConfigError
+from emodraw_batch.inference.chunks import ChunkMap, Chunker, check_aggregation, special_tokens
 from emodraw_batch.inference.fast_paths import bucket_width
 
 # Texts per call of the Rust tokenizer: big enough for its thread pool, small enough to bound memory.
 ENCODE_CHUNK = 4096
+# Characters per call in chunk mode, where a text may be thousands of tokens long (an Encoding
+# weighs ~50 bytes per token): ~4096 tweets' worth, so a call stays within tens of MB.
+ENCODE_CHARS = 4096 * 512
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # (row indices, input ids (rows, width), lengths)
 
@@ -64,6 +69,7 @@ class EncodedIds(list):
 
     batches: list[Batch] | None = None
     key: tuple[int, int, int] | None = None  # (batch_tokens, pad_multiple, pad_id) they were made for
+    chunks: ChunkMap | None = None  # chunk mode: the rows are chunks, this maps them to the texts
 
 
 class Batcher:
@@ -76,28 +82,71 @@ class Batcher:
     def __init__(self, tokenizer_json: str, max_length: int, side: str, pad_id: int, batch_tokens: int,
                  pad_multiple: int = 1, prepare_in_encode: bool = False) -> None:
         self.rust = truncating_tokenizer(tokenizer_json, max_length, side)
+        self.side, self.max_length = side, max_length
+        self.chunker: Chunker | None = None  # chunk mode (see long_texts)
         self.pad_id = pad_id
         self.batch_tokens = batch_tokens
         self.pad_multiple = max(int(pad_multiple), 1)
         self.prepare_in_encode = prepare_in_encode
 
-    def encode(self, texts: list[str]) -> tuple[EncodedIds, np.ndarray]:
-        """Token ids (truncated to max_length) and a truncated flag, in bulk Rust calls.
+    def long_texts(self, mode: str, overlap: int | None, max_chunks: int, aggregation: str) -> dict[str, Any]:
+        """Set how texts longer than max_length are read: `truncate`, or `chunk` (windows of max_length
+        tokens sharing `overlap`, None: a quarter of them; chunks.py). Returns the description recorded with the labels."""
+        if mode == "truncate":
+            return {"mode": "truncate"}
+        if mode != "chunk":
+            raise ConfigError(f"long_texts must be truncate or chunk; got {mode!r}. Pick one of them.")
+        check_aggregation(aggregation)
+        prefix, suffix = special_tokens(self.rust)
+        overlap = self.max_length // 4 if overlap is None else overlap
+        self.chunker = Chunker(self.max_length, overlap, max_chunks, prefix, suffix)
+        self.rust.enable_truncation(self.chunker.token_limit, direction=self.side)
+        return self.chunker.describe(aggregation)
 
+    def encode(self, texts: list[str]) -> tuple[EncodedIds, np.ndarray]:
+        """Token ids (truncated to max_length) and a truncated flag per text, in bulk Rust calls.
+
+        In chunk mode the ids are chunk rows, with `ids.chunks` mapping them to the texts, and a
+        text is truncated when its tokens go past `max_chunks` windows.
         Safe to call from a prefetching thread while the model runs: the Rust call releases the GIL.
         """
-        encode_batch = getattr(self.rust, "encode_batch_fast", self.rust.encode_batch)  # _fast: no offsets
-        ids = EncodedIds()
-        truncated = np.zeros(len(texts), dtype=bool)
-        # In chunks: a Rust Encoding (tokens, masks, offsets) weighs ~6 KB for a tweet, so a whole
-        # 50k-row window at once would briefly cost ~300 MB; only the ids are kept.
-        for start in range(0, len(texts), ENCODE_CHUNK):
-            encodings = encode_batch(texts[start : start + ENCODE_CHUNK])
-            ids.extend(e.ids for e in encodings)
-            truncated[start : start + len(encodings)] = [len(e.overflowing) > 0 for e in encodings]
+        cut = None
+        if self.chunker is not None:
+            texts, cut = self.chunker.cut(texts, self.side)
+        ids, truncated = self._encode(texts)
+        if self.chunker is not None:
+            rows, chunks = self.chunker.split(ids)
+            ids, truncated = EncodedIds(rows), truncated | cut
+            ids.chunks = chunks
         if self.prepare_in_encode:
             ids.batches, ids.key = list(self.pack(ids)), self.key()
         return ids, truncated
+
+    def _encode(self, texts: list[str]) -> tuple[EncodedIds, np.ndarray]:
+        encode_batch = getattr(self.rust, "encode_batch_fast", self.rust.encode_batch)  # _fast: no offsets
+        ids = EncodedIds()
+        truncated = np.zeros(len(texts), dtype=bool)
+        # In slices: a Rust Encoding (tokens, masks, offsets) weighs ~6 KB for a tweet, so a whole
+        # 50k-row window at once would briefly cost ~300 MB; only the ids are kept.
+        for start, stop in self._slices(texts):
+            encodings = encode_batch(texts[start:stop])
+            ids.extend(e.ids for e in encodings)
+            truncated[start:stop] = [len(e.overflowing) > 0 for e in encodings]
+        return ids, truncated
+
+    def _slices(self, texts: list[str]) -> Iterator[tuple[int, int]]:
+        """(start, stop) of each Rust call: ENCODE_CHUNK texts, and in chunk mode ENCODE_CHARS characters too."""
+        if self.chunker is None:
+            yield from ((s, min(s + ENCODE_CHUNK, len(texts))) for s in range(0, len(texts), ENCODE_CHUNK))
+            return
+        start, chars = 0, 0
+        for i, text in enumerate(texts):
+            if i > start and (i - start >= ENCODE_CHUNK or chars + len(text) > ENCODE_CHARS):
+                yield start, i
+                start, chars = i, 0
+            chars += len(text)
+        if start < len(texts):
+            yield start, len(texts)
 
     def key(self) -> tuple[int, int, int]:
         return (int(self.batch_tokens), self.pad_multiple, int(self.pad_id))

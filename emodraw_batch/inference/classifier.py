@@ -20,6 +20,7 @@ import numpy as np
 from emodraw_batch.config import DEFAULT_MODEL
 from emodraw_batch.errors import ModelError
 from emodraw_batch.inference.backends import Pending, collect
+from emodraw_batch.inference import chunks
 from emodraw_batch.inference.batcher import Batcher, EncodedIds
 from emodraw_batch.inference.device import default_batch_tokens, resolve_device, resolve_precision
 from emodraw_batch.inference.fast_paths import EXACT, FAST_PATH_DEFAULTS
@@ -27,11 +28,12 @@ from emodraw_batch.inference.fast_paths import EXACT, FAST_PATH_DEFAULTS
 
 @dataclass(frozen=True)
 class Prediction:
-    """Per row: probabilities (n, labels) float32, token count after truncation, truncated flag."""
+    """Per row: probabilities (n, labels) float32, tokens the model saw, truncated flag, chunks (None: 1 each)."""
 
     probs: np.ndarray
     n_tokens: np.ndarray
     truncated: np.ndarray
+    n_chunks: np.ndarray | None = None
 
 
 def column_name(label: str) -> str:
@@ -64,11 +66,12 @@ class EmotionClassifier:
         pad_multiple: int | None = None,
         attn_implementation: str | None = None,
         compile: bool | str | None = None,  # noqa: A002 - the name torch uses
+        long_texts: str = "truncate", chunk_overlap: int | None = None, max_chunks: int = 16, chunk_aggregation: str = "weighted",
     ) -> None:
-        """`runtime` runs the forward pass: torch, onnx (ONNX Runtime: CPU, fp32; backends/onnx_forward.py)
-        or auto (onnx where it can run and is installed, else torch). The keywords from `half_weights`
-        on are the GPU fast paths (see FAST_PATH_DEFAULTS); None takes the module default. Each
-        gives the exact path's labels (tests/test_gpu_paths.py, tests/test_forward_runtimes.py)."""
+        """`runtime` runs the forward pass: torch, onnx (ONNX Runtime: CPU, fp32; backends/onnx_forward.py) or
+        auto (onnx where it can run and is installed, else torch). `half_weights` to `compile`: the GPU fast
+        paths (FAST_PATH_DEFAULTS; None: the module default), each with the exact path's labels. `long_texts`
+        "chunk" labels texts longer than `max_length` whole, window by window (chunks.py)."""
         from emodraw_batch.inference.backends import onnx_forward
         from emodraw_batch.inference.loaded import load
 
@@ -93,6 +96,7 @@ class EmotionClassifier:
         budget = batch_tokens or default_batch_tokens(self.device, loaded.config, self.max_length, self.precision)
         self.batcher = Batcher(loaded.tokenizer_json, self.max_length, loaded.truncation_side, loaded.pad_id, budget,
                                self.fast["pad_multiple"], self.fast["prepare_in_encode"])
+        self.long_texts = self.batcher.long_texts(long_texts, chunk_overlap, max_chunks, chunk_aggregation)
         self._ahead: tuple[list[list[int]], list[Any]] | None = None  # see head_start
 
     @property
@@ -109,8 +113,12 @@ class EmotionClassifier:
         self.batcher.batch_tokens = value
 
     def encode(self, texts: list[str]) -> tuple[EncodedIds, np.ndarray]:
-        """Token ids (truncated to max_length) and a truncated flag (Batcher.encode)."""
+        """The rows to run (one per text, or its chunks) and a truncated flag per text (Batcher.encode)."""
         return self.batcher.encode(texts)
+
+    def prediction(self, ids: list[list[int]], truncated: np.ndarray, pending: Pending) -> Prediction:
+        """The texts' Prediction from `submit(ids)`'s window (chunk mode: aggregated from their chunks)."""
+        return Prediction(*chunks.per_text(self.collect(pending), ids, truncated, self.long_texts.get("aggregation")))
 
     def forward(self, ids: list[list[int]]) -> np.ndarray:
         """Probabilities for pre-tokenized rows, in the order given: `collect(submit(ids))`."""
@@ -157,8 +165,7 @@ class EmotionClassifier:
 
     def __call__(self, texts: list[str]) -> Prediction:
         ids, truncated = self.encode(texts)
-        n_tokens = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
-        return Prediction(self.forward(ids), n_tokens, truncated)
+        return self.prediction(ids, truncated, self.submit(ids))
 
     def describe(self) -> dict[str, Any]:
         """What went into the labels: recorded in the manifest and the Parquet metadata."""
@@ -170,6 +177,7 @@ class EmotionClassifier:
             "precision": self.precision,
             "runtime": self.runtime,
             "max_length": self.max_length,
+            "long_texts": self.long_texts,
             "batch_tokens": self.batch_tokens,
             # Only fast paths that are on, so the exact path's record is unchanged.
             **({"fast_paths": on} if (on := self.fast_paths_on()) else {}),

@@ -44,6 +44,10 @@ class ClassifySettings(TypedDict, total=False):
     dedup: bool
     languages: str
     language_confidence: float
+    long_texts: Literal["truncate", "chunk"]
+    chunk_overlap: int | None
+    max_chunks: int
+    chunk_aggregation: Literal["weighted", "mean", "max"]
 
 
 class RunSettings(ClassifySettings, total=False):
@@ -123,12 +127,13 @@ def classify(
     `data` is a list of texts (None for a missing one), a polars Series (both become the column
     `text_column`), a polars DataFrame, or a pandas DataFrame or pyarrow Table (through polars'
     conversion). The result has every input column unchanged and in order, then `emotion`,
-    `score`, `prob_<label>` (one per label), `n_tokens`, `truncated` and `status` (`ok`, `null`,
+    `score`, `prob_<label>` (one per label), `n_tokens`, `n_chunks`, `truncated` and `status` (`ok`, `null`,
     `empty`, `blank`), one row per input row in the input's order: what `emodraw-batch run`
     writes for the same rows. `model` is a hub id or a local checkpoint folder, loaded once per
     process and settings and then reused; `settings` are RunConfig's model settings (device,
-    precision, runtime, max_length, batch_tokens, window_rows, revision, allow_pickle, cast_text, dedup:
-    a text repeated in `data` is run once, its copies get its result).
+    precision, runtime, max_length, long_texts, chunk_overlap, max_chunks, chunk_aggregation, batch_tokens,
+    window_rows, revision, allow_pickle, cast_text, dedup: a text repeated in `data` is run once, its copies
+    get its result).
     Bad input raises the run's errors (`InputError`, `ConfigError`, `ModelError`: EmodrawError).
     """
     import polars as pl

@@ -140,7 +140,8 @@ class Repeats:
         """The prediction for every text of the window, from `prediction` of the texts `plan.run`."""
         if plan.first_slot != self._store.size:
             raise RuntimeError("Repeats.serve: windows must be served in the order they were planned")
-        columns = {f.name: np.asarray(getattr(prediction, f.name)) for f in dataclasses.fields(prediction)}
+        fields = ((f.name, getattr(prediction, f.name)) for f in dataclasses.fields(prediction))
+        columns = {name: np.asarray(value) for name, value in fields if value is not None}  # None: an unused column
         self._store.append(columns)
         return dataclasses.replace(prediction, **{k: v[plan.slots] for k, v in self._store.columns.items()})
 

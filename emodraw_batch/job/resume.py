@@ -67,7 +67,7 @@ def _changed_input(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> str 
 
 # Settings that joined the fingerprint later, and what a run.json written without them did: such a
 # job resumes with that value (and is another job with the other one).
-_BEFORE_KEY = {"dedup": False, "languages": "any"}
+_BEFORE_KEY = {"dedup": False, "languages": "any", "long_texts": "truncate"}
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

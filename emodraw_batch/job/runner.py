@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from emodraw_batch import __version__
 from emodraw_batch.files import guard, lock
@@ -29,6 +30,7 @@ from emodraw_batch.config import RunConfig
 from emodraw_batch.errors import ConfigError, EmodrawError, OutputError
 from emodraw_batch.files.layout import LABELS, STATS, STATS_SUMMARY, Layout, layout
 from emodraw_batch.inference.backends import Pending
+from emodraw_batch.inference.chunks import Chunker
 from emodraw_batch.inference.classifier import EmotionClassifier, Prediction, cached_classifier
 from emodraw_batch.inference import language
 from emodraw_batch.job.dedup import Repeats, WindowPlan
@@ -86,6 +88,10 @@ def classifier_settings(config: RunConfig) -> dict[str, Any]:
         "max_length": config.max_length,
         "batch_tokens": config.batch_tokens,
         "allow_pickle": config.allow_pickle,
+        "long_texts": config.long_texts,
+        "chunk_overlap": config.chunk_overlap,
+        "max_chunks": config.max_chunks,
+        "chunk_aggregation": config.chunk_aggregation,
     }
 
 
@@ -156,6 +162,40 @@ def label_metadata(config: RunConfig, clf: EmotionClassifier) -> dict[str, Any]:
     return {"emodraw_batch": __version__, **clf.describe(), **detector, "config": config.model_dump(mode="json")}
 
 
+def token_bounded(windows: Iterable[pa.Table], config: RunConfig) -> Iterator[pa.Table]:
+    """In chunk mode, `windows` cut so that none holds more than `window_rows x max_length` tokens.
+
+    A window of long texts would otherwise hold up to `max_chunks` times the tokens of a
+    truncated one (token ids, chunk rows, padded batches). A long text's tokens are counted by its
+    characters (a token takes at least one), up to the characters chunk mode keeps of it; a
+    window of short texts is never cut.
+    Truncate mode keeps its windows: a row never holds more than max_length tokens there.
+    """
+    if config.long_texts != "chunk":
+        yield from windows
+        return
+    budget = config.window_rows * config.max_length
+    keep = Chunker(config.max_length, 0, config.max_chunks, 0, 0).char_limit
+    for table in windows:
+        column = table[config.text_column]
+        if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+            yield table
+            continue
+        chars = np.minimum(pc.utf8_length(column).fill_null(0).to_numpy(), keep)
+        # A text of up to 4 characters a token (English runs at 4-5) counts as one full window row,
+        # what truncate mode holds for it; a longer one by its characters, a bound of its tokens.
+        ends = np.cumsum(np.where(chars <= 4 * config.max_length, config.max_length, chars))
+        if not len(ends) or ends[-1] <= budget:  # the usual case: the window as read
+            yield table
+            continue
+        start = 0
+        while start < table.num_rows:
+            before = ends[start - 1] if start else 0
+            stop = max(int(np.searchsorted(ends, before + budget, side="right")), start + 1)
+            yield table.slice(start, stop - start)
+            start = stop
+
+
 OnWindow = Callable[[pa.Table, np.ndarray, Prediction], None]
 
 
@@ -183,7 +223,7 @@ def label_windows(
     served = 0
 
     def prepared() -> Iterator[tuple[pa.Table, Prepared]]:
-        for table in windows:
+        for table in token_bounded(windows, config):
             yield table, prepare_window(table, config)
 
     def encoded() -> Iterator[tuple[Any, ...]]:  # (table, *Encoded)
@@ -199,8 +239,7 @@ def label_windows(
     def finish(table: pa.Table, status: np.ndarray, ids: list[list[int]], cut: np.ndarray, langs: Any,
                window: WindowPlan | None, pending: Pending) -> None:
         nonlocal served
-        n_tokens = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
-        prediction = Prediction(clf.collect(pending), n_tokens, cut)
+        prediction = clf.prediction(ids, cut, pending)  # chunk mode: aggregated from each text's chunks
         if repeats is not None and window is not None:
             prediction = repeats.serve(window, prediction)  # the model's rows -> every row with text
             served += window.repeats
