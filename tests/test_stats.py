@@ -351,7 +351,13 @@ def _random_scores(rng, n: int) -> np.ndarray:
     return scores
 
 
-def test_exact_median_equals_polars_median_with_ties_nulls_and_groups() -> None:
+def _sizes(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    return frame.group_by(keys).agg(pl.len().alias("count"))
+
+
+@pytest.mark.parametrize("small", [0, 100])  # every key counted; keys of up to 100 rows kept, the rest counted
+def test_exact_median_equals_polars_median_with_ties_nulls_and_groups(small: int, monkeypatch) -> None:
+    monkeypatch.setattr(median, "SMALL", small)
     rng = np.random.default_rng(3)
     n = 20_000
     scores = _random_scores(rng, n).tolist()
@@ -366,7 +372,7 @@ def test_exact_median_equals_polars_median_with_ties_nulls_and_groups() -> None:
         }
     )
     for keys in (["emotion"], ["group", "emotion"], ["group"]):
-        [got] = median.medians(frame.lazy(), [keys])
+        got = median.median(frame.lazy(), keys, _sizes(frame, keys))
         want = frame.group_by(keys).agg(pl.col("score").cast(pl.Float64).median().alias("median_score")).drop_nulls(
             "median_score"
         )
@@ -377,13 +383,14 @@ def test_exact_median_equals_polars_median_with_ties_nulls_and_groups() -> None:
         )
 
 
-def test_exact_median_orders_negative_and_signed_zero_values_like_polars() -> None:
+def test_exact_median_orders_negative_and_signed_zero_values_like_polars(monkeypatch) -> None:
+    monkeypatch.setattr(median, "SMALL", 0)  # every key counted
     rng = np.random.default_rng(5)
     values = np.concatenate(
         [(rng.standard_normal(999) * 10.0 ** rng.integers(-30, 30, 999)).astype(np.float32), np.float32([-0.0, 0.0, np.inf, -np.inf])]
     )
     frame = pl.DataFrame({"k": rng.integers(0, 7, values.size), "score": pl.Series(values, dtype=pl.Float32)})
-    [got] = median.medians(frame.lazy(), [["k"]])
+    got = median.median(frame.lazy(), ["k"], _sizes(frame, ["k"]))
     want = frame.group_by("k").agg(pl.col("score").cast(pl.Float64).median().alias("want"))
     joined = want.join(got, on="k")
     assert joined.height == 7 and (joined["want"] == joined["median_score"]).all(), joined

@@ -29,6 +29,10 @@ _ALL = 0xFFFF_FFFF
 # passes of 11, 11 and 10 bits would hold less per pass, but every streaming scan of a large file
 # leaves polars holding a few MiB more: measured, two passes peak lower.)
 _PASSES = ((16, 16), (0, 16))
+# Keys with at most this many rows keep their values for polars' median (128 KiB each at most): for
+# a small key, counting would hold about as many rows as it has values, and many small groups
+# (300,000 (product, emotion) pairs in 4 million rows) would cost more than the values themselves.
+SMALL = 16_384
 
 
 def _ordered_bits(value: pl.Expr) -> pl.Expr:
@@ -105,22 +109,39 @@ def _result(wanted: pl.DataFrame, keys: list[str], name: str) -> pl.DataFrame:
     return found.group_by(keys).agg((low + (high - low) * 0.5).alias(name))
 
 
-def medians(
-    frame: pl.LazyFrame, keysets: Sequence[Sequence[str]], value: str = "score", name: str = "median_score"
-) -> list[pl.DataFrame]:
-    """The exact median of the float32 column `value` per each key set (one row per key with a value).
+def _counted(rows: pl.LazyFrame, keys: list[str], name: str) -> pl.DataFrame:
+    """The two counting passes for every key of `rows` (rows with `_bits`)."""
+    wanted = None
+    for shift, width in _PASSES:
+        counts = _digit_counts(rows, keys, wanted, shift, width)
+        wanted = _narrow(counts, keys, _middle_ranks(counts, keys) if wanted is None else wanted, width)
+    return _result(wanted, keys, name)
 
-    Reads `frame` once per pass and key set, with polars' streaming engine. Nulls are left out, as
-    polars' median does.
+
+def median(
+    frame: pl.LazyFrame, keys: Sequence[str], sizes: pl.DataFrame, value: str = "score", name: str = "median_score"
+) -> pl.DataFrame:
+    """The exact median of the float32 column `value` per `keys` (one row per key with a non-null value).
+
+    `sizes` has the keys and their `count` of rows. A key of up to SMALL rows keeps its values
+    (polars' own median, streaming): counting would hold as many rows as it has values. Larger keys
+    are counted in two passes. Memory: at most SMALL values per small key, 2 x 65,536 counts per
+    large key, never the rows. Nulls are left out, as polars' median does.
     """
     import polars as pl
 
-    rows = frame.filter(pl.col(value).is_not_null()).with_columns(_ordered_bits(pl.col(value)).cast(pl.Int64).alias("_bits"))
+    keys = list(keys)
+    rows = frame.filter(pl.col(value).is_not_null())
+    small = sizes.filter(pl.col("count") <= SMALL).select(keys)
+    large = sizes.filter(pl.col("count") > SMALL).select(keys)
     found = []
-    for keys in map(list, keysets):
-        wanted = None
-        for shift, width in _PASSES:
-            counts = _digit_counts(rows, keys, wanted, shift, width)
-            wanted = _narrow(counts, keys, _middle_ranks(counts, keys) if wanted is None else wanted, width)
-        found.append(_result(wanted, keys, name))
-    return found
+    for part, counted in ((small, False), (large, True)):
+        if part.is_empty():
+            continue
+        mine = rows if part.height == sizes.height else rows.join(part.lazy(), on=keys, how="semi", nulls_equal=True)
+        if counted:
+            found.append(_counted(mine.with_columns(_ordered_bits(pl.col(value)).cast(pl.Int64).alias("_bits")), keys, name))
+        else:
+            exact = pl.col(value).cast(pl.Float64).median().alias(name)
+            found.append(mine.group_by(keys).agg(exact).collect(engine="streaming"))
+    return pl.concat(found) if found else sizes.select(keys).with_columns(pl.lit(None, pl.Float64).alias(name))

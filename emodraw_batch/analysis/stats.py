@@ -10,9 +10,9 @@
 Shares are over classified rows only (`status == "ok"`); rows with no text are
 counted in `status.parquet` and `summary.json`, never in a share. Everything is read with
 `pl.scan_parquet` over `DIR/labels`, only the columns a table needs, by polars' streaming engine,
-one query at a time; exact medians come from two counting passes (median.py), not from polars'
-median, which keeps every score. Nothing loads the whole output: memory depends on the number of
-groups and time buckets, not of rows. An output in an object store (s3://...) is read and written
+one query at a time; exact medians of (group, emotion) pairs with more than 16,384 rows come from
+two counting passes (median.py), not from polars' median, which keeps every score. Nothing loads
+the whole output: memory depends on the number of groups and time buckets, not of rows. An output in an object store (s3://...) is read and written
 the same way, through its `Layout` (polars gets `storage.polars_options`).
 """
 
@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from emodraw_batch.errors import ConfigError, InputError, OutputError
 from emodraw_batch.atomic import replacing_in
-from emodraw_batch.analysis.median import medians
+from emodraw_batch.analysis.median import median
 from emodraw_batch.files.layout import STATS, STATS_SUMMARY, Layout, layout
 from emodraw_batch.files.storage import polars_options
 from emodraw_batch.text import OK
@@ -185,7 +185,7 @@ def labels_schema(out_dir: str | Path | Layout) -> pa.Schema:
 def compute(
     out_dir: str | Path | Layout, group_by: Sequence[str] = (), time_column: str | None = None, every: str = "1d"
 ) -> Stats:
-    """Compute every statistic of `out_dir`: one streaming query per table, two counting passes per median."""
+    """Compute every statistic of `out_dir`: one streaming query per table, then the medians."""
     import polars as pl
 
     out = layout(out_dir)
@@ -214,11 +214,10 @@ def compute(
 
     # One streaming query at a time: collect_all would share the scan, but holds memory that grows with the rows.
     results = {name: query.collect(engine="streaming") for name, query in queries.items()}
-    found = medians(ok, [["emotion"], *([c, "emotion"] for c in group_by)])
     status = results["status"].sort("status")
     overall = (
         pl.DataFrame({"emotion": labels}, schema={"emotion": pl.String})
-        .join(_scores(results["overall"], found[0], ["emotion"]), on="emotion", how="left")
+        .join(_scores(results["overall"], ok, ["emotion"]), on="emotion", how="left")
         .with_columns(pl.col("count").fill_null(0))
         .with_columns(_share(pl.col("count"), pl.col("count").sum()))
         .select("emotion", "count", "share", "mean_score", "median_score")
@@ -228,7 +227,7 @@ def compute(
         rows=int(status["rows"].sum()),
         status=status,
         overall=overall,
-        groups={c: _group_table(results[f"by:{c}"], m, c, pl.Enum(labels)) for c, m in zip(group_by, found[1:])},
+        groups={c: _group_table(results[f"by:{c}"], ok, c, pl.Enum(labels)) for c in group_by},
     )
     if time_column is not None:
         stats.over_time = _fill_buckets(results["time"], labels, every)
@@ -237,17 +236,17 @@ def compute(
     return stats
 
 
-def _scores(table: pl.DataFrame, median: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """`table` (one row per `keys`) with the exact `median_score` of its rows."""
-    return table.join(median, on=keys, how="left", nulls_equal=True)
+def _scores(table: pl.DataFrame, ok: pl.LazyFrame, keys: list[str]) -> pl.DataFrame:
+    """`table` (one row per `keys`, with its `count`) with the exact `median_score` of its rows."""
+    return table.join(median(ok, keys, table), on=keys, how="left", nulls_equal=True)
 
 
-def _group_table(table: pl.DataFrame, median: pl.DataFrame, column: str, order: pl.Enum) -> pl.DataFrame:
+def _group_table(table: pl.DataFrame, ok: pl.LazyFrame, column: str, order: pl.Enum) -> pl.DataFrame:
     """by_<column>: count, share within the group, mean and median score per (group, emotion)."""
     import polars as pl
 
     return (
-        _scores(table, median, [column, "emotion"])
+        _scores(table, ok, [column, "emotion"])
         .with_columns((pl.col("count") / pl.col("count").sum().over(column)).alias("share"))
         .sort(column, pl.col("emotion").cast(order), nulls_last=True)
         .select(column, "emotion", "count", "share", "mean_score", "median_score")
