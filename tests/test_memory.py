@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 JOB = """
 import json, re, sys
@@ -103,3 +106,40 @@ def test_statistics_memory_flat_in_row_count(tmp_path):
     # medians of the 24 (source, emotion) pairs counted (600k: > 16,384 rows each) and streaming
     # queries: 77 and 90 MiB, the difference being polars' and pyarrow's allocators keeping freed pages.
     assert growth_mib < 45, (small, large)
+
+
+ARENAS_JOB = """
+import ctypes, re, sys, tempfile, threading
+from emodraw_batch.job.prefetch import cap_malloc_arenas
+if sys.argv[1] == "cap":
+    cap_malloc_arenas()
+together = threading.Barrier(6)
+def work():  # six threads allocate at once, as the reader, writer, main and model threads do
+    together.wait()
+    held = [bytearray(200_000) for _ in range(20)]  # above pymalloc's limit: glibc malloc
+    together.wait()
+threads = [threading.Thread(target=work) for _ in range(6)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+path = tempfile.mktemp()
+out = ctypes.c_void_p(libc.fopen(path.encode(), b"w"))
+libc.malloc_info(0, out)
+libc.fclose(out)
+print(len(re.findall(r"<heap nr=", open(path).read())))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc arenas")
+def test_labelling_processes_keep_two_malloc_arenas():
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+
+    def arenas(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", ARENAS_JOB, mode], capture_output=True, text=True, check=True, env=env)
+        return int(done.stdout.strip())
+
+    assert arenas("default") > 2  # glibc's default: an arena per thread that allocates at once
+    assert arenas("cap") <= 2

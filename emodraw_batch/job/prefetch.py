@@ -41,8 +41,9 @@ def cap_malloc_arenas() -> None:
     Each thread that allocates while another holds the lock gets an arena of its own (up to 8 per
     core), and each arena keeps the windows it once held: the reader, writer, main and model threads
     each hold a window's worth of freed memory. Measured (tiny model, CPU, 200,000 rows, 50,000-row
-    windows): peak RSS 921 MiB with glibc's default, 733 MiB with 2 arenas, 732 with 1, 764 with 4,
-    at the same speed. Called before the model loads (`runner.classifier_for`); no-op off glibc.
+    windows): peak RSS 921 MiB with glibc's default, 733 MiB with 2 arenas, 732 with 1, 764 with 4
+    (tests/test_memory.py counts the arenas). Called before the model loads (`runner.classifier_for`);
+    a no-op off glibc.
     """
     if sys.platform != "linux" or "MALLOC_ARENA_MAX" in os.environ:
         return
