@@ -8,13 +8,14 @@ import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from emodraw_batch.analysis import stats
+from emodraw_batch.analysis import median, stats
 from emodraw_cli.app import app
 from emodraw_batch.config import load_config
 from emodraw_batch.errors import ConfigError, InputError
@@ -78,6 +79,7 @@ def _table(rows: list[dict], start_id: int) -> pa.Table:
         "emotion": pa.array([r["emotion"] for r in rows], pa.string()),
         "score": pa.array([r["score"] for r in rows], pa.float32()),
         **{f"prob_{label}": pa.array(probs[label], pa.float32()) for label in LABELS},
+        "n_chunks": pa.array([1] * len(rows), pa.int32()),
         "n_tokens": pa.array([3] * len(rows), pa.int32()),
         "truncated": pa.array([False] * len(rows), pa.bool_()),
         "status": pa.array([r["status"] for r in rows], pa.string()),
@@ -339,3 +341,57 @@ def test_stats_command_uses_the_run_options_and_prints_json(output: Path) -> Non
     bad = runner.invoke(app, ["stats", str(output), "--time-column", "created_at", "--every", "fortnight"])
     assert bad.exit_code == 1 and "--every must be a positive polars duration" in bad.output
     assert "Traceback" not in bad.output
+
+
+def _random_scores(rng, n: int) -> np.ndarray:
+    """float32 scores with many ties (a coarse grid), a few full-precision values, and the ends 0 and 1."""
+    coarse = rng.integers(0, 50, n) / 49
+    fine = rng.random(n)
+    scores = np.where(rng.random(n) < 0.7, coarse, fine).astype(np.float32)
+    scores[rng.random(n) < 0.02] = np.float32(1.0)
+    return scores
+
+
+def _sizes(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    return frame.group_by(keys).agg(pl.len().alias("count"))
+
+
+@pytest.mark.parametrize("small", [0, 100])  # every key counted; keys of up to 100 rows kept, the rest counted
+def test_exact_median_equals_polars_median_with_ties_nulls_and_groups(small: int, monkeypatch) -> None:
+    monkeypatch.setattr(median, "SMALL", small)
+    rng = np.random.default_rng(3)
+    n = 20_000
+    scores = _random_scores(rng, n).tolist()
+    for i in rng.choice(n, 500, replace=False):
+        scores[i] = None
+    frame = pl.DataFrame(
+        {
+            "emotion": rng.choice(LABELS, n),
+            # group sizes from 1 row to thousands, a null group, odd and even counts
+            "group": [None if g == 0 else f"g{g}" for g in np.minimum(rng.geometric(0.05, n), 120)],
+            "score": pl.Series(scores, dtype=pl.Float32),
+        }
+    )
+    for keys in (["emotion"], ["group", "emotion"], ["group"]):
+        got = median.median(frame.lazy(), keys, _sizes(frame, keys))
+        want = frame.group_by(keys).agg(pl.col("score").cast(pl.Float64).median().alias("median_score")).drop_nulls(
+            "median_score"
+        )
+        joined = want.join(got, on=keys, how="full", nulls_equal=True, coalesce=True)
+        assert joined.height == want.height == got.height
+        assert (joined["median_score"] == joined["median_score_right"]).all(), joined.filter(
+            pl.col("median_score") != pl.col("median_score_right")
+        )
+
+
+def test_exact_median_orders_negative_and_signed_zero_values_like_polars(monkeypatch) -> None:
+    monkeypatch.setattr(median, "SMALL", 0)  # every key counted
+    rng = np.random.default_rng(5)
+    values = np.concatenate(
+        [(rng.standard_normal(999) * 10.0 ** rng.integers(-30, 30, 999)).astype(np.float32), np.float32([-0.0, 0.0, np.inf, -np.inf])]
+    )
+    frame = pl.DataFrame({"k": rng.integers(0, 7, values.size), "score": pl.Series(values, dtype=pl.Float32)})
+    got = median.median(frame.lazy(), ["k"], _sizes(frame, ["k"]))
+    want = frame.group_by("k").agg(pl.col("score").cast(pl.Float64).median().alias("want"))
+    joined = want.join(got, on="k")
+    assert joined.height == 7 and (joined["want"] == joined["median_score"]).all(), joined

@@ -9,11 +9,12 @@
     languages.parquet    lang, rows, classified   (when the labels have a `lang` column; lang null = unsure or no text)
 
 Shares are over classified rows only (`status == "ok"`); rows with no text are
-counted in `status.parquet` and `summary.json`, never in a share. Everything is
-read with `pl.scan_parquet` over `DIR/labels`, only the columns a table needs:
-nothing loads the whole output. An output in an object store (s3://...) is read and written
-the same way, through its `Layout` (polars gets `storage.polars_options`). Exact medians are the one part whose memory
-grows with the rows (polars keeps each (group, emotion)'s scores to find it).
+counted in `status.parquet` and `summary.json`, never in a share. Everything is read with
+`pl.scan_parquet` over `DIR/labels`, only the columns a table needs, by polars' streaming engine,
+one query at a time; exact medians of (group, emotion) pairs with more than 16,384 rows come from
+two counting passes (median.py), not from polars' median, which keeps every score. Nothing loads
+the whole output: memory depends on the number of groups and time buckets, not of rows. An output in an object store (s3://...) is read and written
+the same way, through its `Layout` (polars gets `storage.polars_options`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pyarrow.parquet as pq
 
 from emodraw_batch.errors import ConfigError, InputError, OutputError
 from emodraw_batch.atomic import replacing_in
+from emodraw_batch.analysis.median import median
 from emodraw_batch.files.layout import STATS, STATS_SUMMARY, Layout, layout
 from emodraw_batch.files.storage import polars_options
 from emodraw_batch.text import OK
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 # unit `i` is left out on purpose because it means nothing for a time column.
 _DURATION = re.compile(r"(?:\d+(?:ns|us|ms|s|m|h|d|w|mo|q|y))+")
 # Names the by_<column> tables use for their own columns (and the labels' own columns).
-_RESERVED = ("emotion", "count", "share", "mean_score", "median_score", "score", "n_tokens", "truncated", "status")
+_RESERVED = ("emotion", "count", "share", "mean_score", "median_score", "score", "n_chunks", "n_tokens", "truncated", "status", "lang_score")
 
 
 def check_every(every: str) -> str:
@@ -188,7 +190,7 @@ def labels_schema(out_dir: str | Path | Layout) -> pa.Schema:
 def compute(
     out_dir: str | Path | Layout, group_by: Sequence[str] = (), time_column: str | None = None, every: str = "1d"
 ) -> Stats:
-    """Compute every statistic of `out_dir` in one lazy polars query plan."""
+    """Compute every statistic of `out_dir`: one streaming query per table, then the medians."""
     import polars as pl
 
     out = layout(out_dir)
@@ -196,26 +198,14 @@ def compute(
     schema = labels_schema(out)
     check_options(schema, group_by, time_column, every, where=f"the labels in {out.uri!r}")
     labels = [name.removeprefix("prob_") for name in schema.names if name.startswith("prob_")]
-    order = pl.Enum(labels)
-    ok = frame.filter(pl.col("status") == OK).with_columns(pl.col("score").cast(pl.Float64))
-    scores = [
-        pl.len().cast(pl.Int64).alias("count"),
-        pl.col("score").mean().alias("mean_score"),
-        pl.col("score").median().alias("median_score"),
-    ]
-
+    ok = frame.filter(pl.col("status") == OK)
+    scores = [pl.len().cast(pl.Int64).alias("count"), pl.col("score").cast(pl.Float64).mean().alias("mean_score")]
     queries = {
-        "status": frame.group_by("status").agg(pl.len().cast(pl.Int64).alias("rows")).sort("status"),
+        "status": frame.group_by("status").agg(pl.len().cast(pl.Int64).alias("rows")),
         "overall": ok.group_by("emotion").agg(scores),
     }
     for column in group_by:
-        queries[f"by:{column}"] = (
-            ok.group_by(column, "emotion")
-            .agg(scores)
-            .with_columns((pl.col("count") / pl.col("count").sum().over(column)).alias("share"))
-            .sort(column, pl.col("emotion").cast(order), nulls_last=True)
-            .select(column, "emotion", "count", "share", "mean_score", "median_score")
-        )
+        queries[f"by:{column}"] = ok.group_by(column, "emotion").agg(scores)
     if "lang" in schema.names:
         queries["languages"] = (
             frame.group_by("lang")
@@ -233,12 +223,12 @@ def compute(
         # Classified rows with no time are in the overall and group shares, but in no bucket.
         queries["no_time"] = ok.select(pl.col(time_column).null_count().cast(pl.Int64).alias("n"))
 
-    # One collect_all: polars shares the scan between the queries.
-    results = dict(zip(queries, pl.collect_all(list(queries.values()))))
-    status = results["status"]
+    # One streaming query at a time: collect_all would share the scan, but holds memory that grows with the rows.
+    results = {name: query.collect(engine="streaming") for name, query in queries.items()}
+    status = results["status"].sort("status")
     overall = (
         pl.DataFrame({"emotion": labels}, schema={"emotion": pl.String})
-        .join(results["overall"], on="emotion", how="left")
+        .join(_scores(results["overall"], ok, ["emotion"]), on="emotion", how="left")
         .with_columns(pl.col("count").fill_null(0))
         .with_columns(_share(pl.col("count"), pl.col("count").sum()))
         .select("emotion", "count", "share", "mean_score", "median_score")
@@ -248,7 +238,7 @@ def compute(
         rows=int(status["rows"].sum()),
         status=status,
         overall=overall,
-        groups={c: results[f"by:{c}"] for c in group_by},
+        groups={c: _group_table(results[f"by:{c}"], ok, c, pl.Enum(labels)) for c in group_by},
         languages=results.get("languages"),
     )
     if time_column is not None:
@@ -256,6 +246,23 @@ def compute(
         stats.time_column, stats.every = time_column, every
         stats.rows_without_time = int(results["no_time"].item())
     return stats
+
+
+def _scores(table: pl.DataFrame, ok: pl.LazyFrame, keys: list[str]) -> pl.DataFrame:
+    """`table` (one row per `keys`, with its `count`) with the exact `median_score` of its rows."""
+    return table.join(median(ok, keys, table), on=keys, how="left", nulls_equal=True)
+
+
+def _group_table(table: pl.DataFrame, ok: pl.LazyFrame, column: str, order: pl.Enum) -> pl.DataFrame:
+    """by_<column>: count, share within the group, mean and median score per (group, emotion)."""
+    import polars as pl
+
+    return (
+        _scores(table, ok, [column, "emotion"])
+        .with_columns((pl.col("count") / pl.col("count").sum().over(column)).alias("share"))
+        .sort(column, pl.col("emotion").cast(order), nulls_last=True)
+        .select(column, "emotion", "count", "share", "mean_score", "median_score")
+    )
 
 
 def _share(count: pl.Expr, total: pl.Expr) -> pl.Expr:

@@ -115,7 +115,10 @@ def expand(specs: Sequence[str]) -> list[str]:
 
 def open_parquet(path: str) -> pq.ParquetFile:
     fs, inner = filesystem(path)
-    return pq.ParquetFile(fs.open_input_file(inner))
+    # pre_buffer=False: with pyarrow's default (True), iter_batches keeps every column chunk it has
+    # read until the file is closed, so a shard's memory grew with its rows (measured on a
+    # 2-million-row input: 42 MiB in pyarrow's pool after 2 windows, 196 MiB after 40).
+    return pq.ParquetFile(fs.open_input_file(inner), pre_buffer=False)
 
 
 def _stamp(fs: pafs.FileSystem, inner: str, handle: pa.NativeFile) -> dict[str, Any]:

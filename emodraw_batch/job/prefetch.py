@@ -14,7 +14,10 @@ all release the GIL, and a thread shares the loaded model and tokenizer for free
 
 from __future__ import annotations
 
+import ctypes
+import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +28,29 @@ T = TypeVar("T")
 _DONE = object()
 # How often a blocked producer checks whether the consumer has gone away.
 _POLL_S = 0.1
+
+
+# glibc's mallopt parameter for the most malloc arenas (malloc.h: M_ARENA_MAX), and our cap.
+_M_ARENA_MAX = -8
+_ARENAS = 2
+
+
+def cap_malloc_arenas() -> None:
+    """Let glibc's malloc keep at most two arenas in this process (unless MALLOC_ARENA_MAX says otherwise).
+
+    Each thread that allocates while another holds the lock gets an arena of its own (up to 8 per
+    core), and each arena keeps the windows it once held: the reader, writer, main and model threads
+    each hold a window's worth of freed memory. Measured (tiny model, CPU, 200,000 rows, 50,000-row
+    windows): peak RSS 921 MiB with glibc's default, 733 MiB with 2 arenas, 732 with 1, 764 with 4
+    (tests/test_memory.py counts the arenas). Called before the model loads (`runner.classifier_for`);
+    a no-op off glibc.
+    """
+    if sys.platform != "linux" or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, _ARENAS)
+    except (OSError, AttributeError):  # not glibc (musl has no arenas to cap)
+        pass
 
 
 class _Failure:

@@ -35,7 +35,7 @@ from emodraw_batch.inference.classifier import EmotionClassifier, Prediction, ca
 from emodraw_batch.inference import language
 from emodraw_batch.job.dedup import Repeats, WindowPlan
 from emodraw_batch.job.plan import Plan, ShardResult, plan
-from emodraw_batch.job.prefetch import SerialWorker, prefetch
+from emodraw_batch.job.prefetch import SerialWorker, cap_malloc_arenas, prefetch
 from emodraw_batch.files.reader import Shard, read_windows
 from emodraw_batch.text import OK, prepare
 from emodraw_batch.job.validate import Job, validate
@@ -97,6 +97,7 @@ def classifier_settings(config: RunConfig) -> dict[str, Any]:
 
 def classifier_for(config: RunConfig) -> EmotionClassifier:
     """The process-wide classifier for these settings (loaded once, reused by every shard)."""
+    cap_malloc_arenas()  # before the model's threads first allocate
     return cached_classifier(**classifier_settings(config))
 
 
