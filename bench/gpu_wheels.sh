@@ -29,7 +29,7 @@ MAX_MIB=${MAX_MIB:-60}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 REQUIREMENTS=${REQUIREMENTS:-$HERE/gpu-requirements.txt}
-source "$HERE/gpu_packages.sh"  # CORE STATS DASK PREFECT GPU_ONLY (carried), PRUNED (left out)
+source "$HERE/gpu_packages.sh"  # CORE LANGUAGE STATS DASK PREFECT GPU_ONLY (carried), PRUNED (left out)
 
 if [[ "${FROM_VENV:-0}" == 1 ]]; then
   # Re-pin from the versions a reference interpreter has installed (the project's .venv by default).
@@ -42,7 +42,7 @@ if [[ "${FROM_VENV:-0}" == 1 ]]; then
     done
   fi
   : "${REF_PY:?no interpreter with prefect, polars and dask installed: set REF_PY}"
-  pins=$("$REF_PY" - $CORE $STATS $DASK $PREFECT <<'EOF'
+  pins=$("$REF_PY" - $CORE $LANGUAGE $STATS $DASK $PREFECT <<'EOF'
 import importlib.metadata as md, sys
 missing = []
 for name in sys.argv[1:]:
@@ -105,14 +105,22 @@ rmdir "$incoming"
 
 # Files no run reads, dropped from their wheels with their RECORD lines (STRIPPED in
 # bench/gpu_packages.sh: Prefect's web UI, 3.8 MiB, never served: the runs start the server with
-# PREFECT_UI_ENABLED=0). Idempotent: a wheel without such files is left as it is.
+# PREFECT_UI_ENABLED=0; and the packages' own test suites, 1.2 MiB, never imported). Idempotent: a wheel without such files is left as it is.
 python3 - "$DEST" $STRIPPED <<'EOF'
 import os, sys, zipfile
 from pathlib import Path
-dest, prefixes = Path(sys.argv[1]), tuple(sys.argv[2:])
+dest, patterns = Path(sys.argv[1]), tuple(sys.argv[2:])
+prefixes = tuple(p for p in patterns if not p.startswith("*/"))
+anywhere = tuple(p[1:] for p in patterns if p.startswith("*/"))  # "*/tests/": a folder of that name at any depth
+
+
+def dropped(name: str) -> bool:
+    return name.startswith(prefixes) or any(part in "/" + name for part in anywhere)
+
+
 for wheel in sorted(dest.glob("*.whl")):
     with zipfile.ZipFile(wheel) as zin:
-        drop = [i.filename for i in zin.infolist() if i.filename.startswith(prefixes)]
+        drop = {i.filename for i in zin.infolist() if dropped(i.filename)}
         if not drop:
             continue
         tmp = wheel.with_suffix(".tmp")
@@ -122,12 +130,12 @@ for wheel in sorted(dest.glob("*.whl")):
                     continue
                 data = zin.read(info)
                 if info.filename.endswith(".dist-info/RECORD"):
-                    data = b"".join(line for line in data.splitlines(keepends=True) if not line.startswith(tuple(p.encode() for p in prefixes)))
+                    data = b"".join(line for line in data.splitlines(keepends=True) if not dropped(line.decode().split(",")[0]))
                 copy = zipfile.ZipInfo(info.filename, info.date_time)
                 copy.external_attr, copy.compress_type = info.external_attr, info.compress_type
                 zout.writestr(copy, data)
     os.replace(tmp, wheel)
-    print(f"{wheel.name}: {len(drop)} files dropped ({', '.join(prefixes)})")
+    print(f"{wheel.name}: {len(drop)} files dropped ({', '.join(patterns)})")
 EOF
 
 # Exactly one wheel per package (two versions stop the whole install), and every pin present.

@@ -168,6 +168,10 @@ def write_corpus(corpus: Corpus, path: Path) -> None:
 
 # -- the teacher ---------------------------------------------------------------------------------
 
+# How the teacher (and both models in `benchmark`) label: every row, each text as the student reads it.
+STUDENT_VIEW = {"languages": "any", "long_texts": "truncate"}
+
+
 @dataclass(frozen=True)
 class TeacherLabels:
     labels: list[str]
@@ -182,8 +186,10 @@ def label_with_teacher(cfg: DistillConfig, output: Path, on_rows: Callable[[int]
     from emodraw_batch.inference.classifier import column_name
     from emodraw_batch.job.runner import run
 
+    # Soft targets for every row, of the text the student sees: no row skipped for its language
+    # (a skipped row has no probabilities), and long texts cut at max_length as the student's inputs are.
     config = load_config(model=cfg.teacher, id_column="row", device=cfg.device, max_length=cfg.max_length,
-                         shard_rows=SHARD_ROWS, allow_pickle=cfg.allow_pickle)
+                         shard_rows=SHARD_ROWS, allow_pickle=cfg.allow_pickle, **STUDENT_VIEW)
     run([str(output / CORPUS)], output / "teacher", config, on_rows=on_rows)
     labels = json.loads((output / "teacher" / "manifest.json").read_text())["model"]["labels"]
     table = pq.read_table(output / "teacher" / "labels", columns=["row", *map(column_name, labels)])
@@ -259,7 +265,8 @@ def benchmark(model: str, texts_parquet: Path, out: Path, cfg: DistillConfig) ->
     from emodraw_batch.config import load_config
     from emodraw_batch.job.runner import run
 
-    config = load_config(model=model, device=cfg.device, max_length=cfg.max_length, allow_pickle=cfg.allow_pickle)
+    config = load_config(model=model, device=cfg.device, max_length=cfg.max_length, allow_pickle=cfg.allow_pickle,
+                         **STUDENT_VIEW)
     summary = run([str(texts_parquet)], out, config, overwrite=True)
     seconds = sum(o["seconds"] for o in json.loads((out / "manifest.json").read_text())["outputs"])
     table = pq.read_table(out / "labels", columns=["row", "emotion"]).sort_by("row")
