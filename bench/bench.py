@@ -24,7 +24,8 @@ WORK/results.json.
 
 On the CPU, when onnxruntime is installed, the peer rows of bench/onnx_baseline.py (the ONNX
 Runtime script a speed-conscious user writes: same sorted token-budget batching, fp32 and ORT
-dynamic int8) join the table; its one-off export is made before any timed run. With --repeat N
+dynamic int8) join the table; its one-off export is made before any timed run. `--reference onnx`
+makes the fp32 script the reference of every ratio and agreement and skips the (slow) pipeline. With --repeat N
 every contender runs N times, alternated in one order per round, and medians are reported.
 """
 
@@ -383,14 +384,15 @@ def memory_part(args: argparse.Namespace, work: Path, pool: list[str], source: s
 def table(results: dict[str, Any]) -> str:
     base = results["baseline"]
     b_e2e, b_lab = base["rows"] / base["wall_s"], base["rows"] / base["label_s"]
+    ref = "baseline" if results.get("reference", "pipeline") == "pipeline" else "script"
     lines = [
-        "| tool | precision | rows/s end to end | × baseline | rows/s labelling | × baseline "
-        "| labels = baseline | max \\|Δp\\| | first result s | model load s | peak RSS MiB |",
+        f"| tool | precision | rows/s end to end | × {ref} | rows/s labelling | × {ref} "
+        f"| labels = {ref} | max \\|Δp\\| | first result s | model load s | peak RSS MiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in [base, *results["emodraw"], *results.get("onnx", [])]:
         e2e, lab = r["rows"] / r["wall_s"], r["rows"] / r["label_s"]
-        tool = "transformers.pipeline, batch 32" if r is base else r.get("tool", "emodraw-batch run")
+        tool = r.get("tool", "transformers.pipeline, batch 32" if r is base else "emodraw-batch run")
         agree = "-" if r is base else f"{r['agreement']:.2%}"
         diff = "-" if r is base else f"{r['max_abs_dprob']:.1e}"
         lines.append(
@@ -407,6 +409,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="Use this checkpoint folder instead of building one (e.g. a fine-tuned model).")
     parser.add_argument("--precision", default=None, help="emodraw precisions, comma-separated, each PRECISION or PRECISION:RUNTIME (e.g. fp32:torch,fp32:onnx,fast) (default: fp32,int8 on CPU [+bf16 if the CPU has it]; bf16 on CUDA).")
     parser.add_argument("--onnx", default=None, help="Peer rows of bench/onnx_baseline.py (ONNX Runtime): fp32,int8 (default on CPU when onnxruntime is installed; '' skips).")
+    parser.add_argument("--reference", choices=("pipeline", "onnx"), default="pipeline", help="What the ratios and agreement compare to: the transformers.pipeline script, or (onnx) the fp32 ONNX Runtime script, and then the pipeline is not run (default: pipeline).")
     parser.add_argument("--repeat", type=int, default=1, help="Runs of every contender, alternated (baseline, emodraw..., onnx...); medians are reported (default: 1).")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N, for both tools (default: cpu).")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for both tools (default: all cores).")
@@ -462,9 +465,14 @@ def main() -> None:
     # Every contender runs once per round, in the same order, so a change in load hits all of them.
     started = time.perf_counter()
     runs: dict[str, list[dict[str, Any]]] = {}
+    pipeline = args.reference == "pipeline"
+    if not pipeline and "fp32" not in onnx_kinds:
+        sys.exit("--reference onnx needs the fp32 ONNX Runtime script among --onnx.")
+    reference_out = work / ("out-baseline.parquet" if pipeline else "out-onnx-fp32.parquet")
     for _round in range(args.repeat):
-        runs.setdefault("baseline", []).append(
-            run_baseline(corpus, work / "out-baseline.parquet", model, args.device, args.threads, env))
+        if pipeline:
+            runs.setdefault("baseline", []).append(
+                run_baseline(corpus, work / "out-baseline.parquet", model, args.device, args.threads, env))
         for precision in precisions:
             runs.setdefault(precision, []).append(
                 run_emodraw(corpus, work / f"out-emodraw-{precision}", model, args.device, precision, env))
@@ -480,17 +488,25 @@ def main() -> None:
         merged["walls_s"] = [round(r["wall_s"], 2) for r in done]
         return merged
 
-    base = median_of("baseline")
-    base["first_result_s"] = run_baseline(one_row, work / "out-baseline-1.parquet", model, args.device, args.threads, env)["wall_s"]
-    base["model_load_s"] = base["startup_s"]
-    base["precision"] = "fp32"
-    print(f"  baseline: {base['rows'] / base['wall_s']:.1f} rows/s end to end", flush=True)
+    if pipeline:
+        base = median_of("baseline")
+        base["first_result_s"] = run_baseline(one_row, work / "out-baseline-1.parquet", model, args.device, args.threads, env)["wall_s"]
+        base["model_load_s"] = base["startup_s"]
+        base["precision"] = "fp32"
+    else:  # the ONNX Runtime script is the reference: its row comes first, and comparisons are to it
+        onnx_kinds.remove("fp32")
+        base = median_of("onnx-fp32")
+        base["first_result_s"] = run_onnx(one_row, work / "out-onnx-fp32-1.parquet", model, False, args.threads, cache, env)["wall_s"]
+        base["model_load_s"] = base["startup_s"]
+        base["precision"] = "fp32"
+        base["tool"] = "ONNX Runtime script (bench/onnx_baseline.py)"
+    print(f"  {'baseline' if pipeline else 'onnx fp32 (reference)'}: {base['rows'] / base['wall_s']:.1f} rows/s end to end", flush=True)
     ours = []
     for precision in precisions:
         r = median_of(precision)
         r["first_result_s"] = run_emodraw(one_row, work / f"out-emodraw-{precision}-1", model, args.device, precision, env)["wall_s"]
         r["model_load_s"] = model_load_s(model, args.device, precision, env)
-        r.update(agreement(work / "out-baseline.parquet", work / f"out-emodraw-{precision}"))
+        r.update(agreement(reference_out, work / f"out-emodraw-{precision}"))
         ours.append(r)
         print(f"  emodraw {r['precision']}: {r['rows'] / r['wall_s']:.1f} rows/s end to end", flush=True)
     peers = []
@@ -499,7 +515,7 @@ def main() -> None:
         r["tool"] = "ONNX Runtime script (bench/onnx_baseline.py)"
         r["first_result_s"] = run_onnx(one_row, work / f"out-onnx-{kind}-1.parquet", model, kind == "int8", args.threads, cache, env)["wall_s"]
         r["model_load_s"] = r["startup_s"]
-        r.update(agreement(work / "out-baseline.parquet", work / f"out-onnx-{kind}.parquet"))
+        r.update(agreement(reference_out, work / f"out-onnx-{kind}.parquet"))
         peers.append(r)
         print(f"  onnx {kind}: {r['rows'] / r['wall_s']:.1f} rows/s end to end", flush=True)
     benchmark_s = time.perf_counter() - started
@@ -516,6 +532,7 @@ def main() -> None:
         "emodraw": [{k: v for k, v in r.items() if k != "stdout"} for r in ours],
         "onnx": [{k: v for k, v in r.items() if k != "stdout"} for r in peers],
         "repeat": args.repeat,
+        "reference": args.reference,
         "memory": memory,
     }
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")

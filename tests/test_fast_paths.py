@@ -10,6 +10,7 @@ tolerances. GPU budget sizing is tested on fake memory numbers.
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +24,7 @@ from emodraw_batch.config import RunConfig, load_config
 from emodraw_batch.errors import ConfigError
 from emodraw_batch.inference.device import (
     CPU_BATCH_TOKENS,
+    CPU_BF16_BATCH_TOKENS,
     MAX_GPU_BATCH_TOKENS,
     MIN_GPU_BATCH_TOKENS,
     activation_bytes_per_token,
@@ -232,6 +234,21 @@ def test_cuda_budget_reads_free_memory_from_torch(monkeypatch):
     expected = gpu_batch_tokens(3 << 30, activation_bytes_per_token(config, 128, "bf16"))
     assert MIN_GPU_BATCH_TOKENS < default_batch_tokens("cuda:0", config, 128, "bf16") == expected < MAX_GPU_BATCH_TOKENS
     assert default_batch_tokens("cpu", config) == CPU_BATCH_TOKENS
+
+
+def test_cpu_budget_is_per_precision_and_reaches_the_classifier(tiny_model):
+    """bf16 on the CPU packs 2k-token batches (its kernels gain from more rows), fp32 and int8 keep 1k; training's call keeps 1k."""
+    assert CPU_BF16_BATCH_TOKENS > CPU_BATCH_TOKENS
+    assert default_batch_tokens("cpu", None, 128, "bf16") == CPU_BF16_BATCH_TOKENS
+    assert default_batch_tokens("cpu", None, 128, "fp32") == default_batch_tokens("cpu", None, 128, "int8") == CPU_BATCH_TOKENS
+    assert default_batch_tokens("cpu") == CPU_BATCH_TOKENS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bf16 on a CPU without native units warns: the budget is the point here
+        bf16 = EmotionClassifier(tiny_model, device="cpu", precision="bf16")
+        asked = EmotionClassifier(tiny_model, device="cpu", precision="bf16", batch_tokens=512)
+    assert bf16.batch_tokens == bf16.describe()["batch_tokens"] == CPU_BF16_BATCH_TOKENS
+    assert asked.batch_tokens == 512  # a budget asked for is kept
+    assert EmotionClassifier(tiny_model, device="cpu", precision="fp32", runtime="torch").batch_tokens == CPU_BATCH_TOKENS
 
 
 # -- the overlap tools themselves ------------------------------------------------------------

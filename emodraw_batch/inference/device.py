@@ -14,6 +14,10 @@ from emodraw_batch.errors import ConfigError
 # Measured on ALBERT-base (bench/, README "Performance"): on a CPU, batches of ~1k tokens keep the
 # activations in cache and ran 1.9x faster than batches of 8k (17 vs 9 rows/s, 2 threads).
 CPU_BATCH_TOKENS = 1024
+# bf16 on a CPU with native bf16 (AVX512-BF16, AMX) is the other way round: its matrix kernels gain
+# from more rows per call; on ALBERT-base, 400 rows of the benchmark mix, 2 threads, batches of 2k
+# tokens ran faster than batches of 1k (docs/performance.md, issue 22 item 7).
+CPU_BF16_BATCH_TOKENS = 2048
 MIN_GPU_BATCH_TOKENS = 8192
 MAX_GPU_BATCH_TOKENS = 262_144
 # Share of the free GPU memory that one forward pass may use for activations; the rest is
@@ -164,12 +168,15 @@ def gpu_batch_tokens(
 
 
 def default_batch_tokens(
-    device: str, config: Any = None, max_length: int = 128, precision: str = "bf16"
+    device: str, config: Any = None, max_length: int = 128, precision: str | None = None
 ) -> int:
-    """A token budget that fits the device: fixed on CPU, sized to free memory on CUDA."""
+    """A token budget that fits the device: fixed on CPU (by precision: bf16 gets its own), sized to free memory on CUDA.
+
+    `precision` None (training's call) is the CPU's fp32 budget and bf16's activation size on CUDA.
+    """
     if not device.startswith("cuda"):
-        return CPU_BATCH_TOKENS
+        return CPU_BF16_BATCH_TOKENS if precision == "bf16" else CPU_BATCH_TOKENS
     import torch
 
     free, _total = torch.cuda.mem_get_info(torch.device(device))
-    return gpu_batch_tokens(free, activation_bytes_per_token(config, max_length, precision))
+    return gpu_batch_tokens(free, activation_bytes_per_token(config, max_length, precision or "bf16"))
