@@ -249,7 +249,7 @@ def checks(results: dict[str, Any]) -> dict[str, Any]:
             min(default_agreements) if default_agreements else None),
         "dask engine labels = local engine labels (every row)": verdict(
             None if vs.get("agreement") is None else vs["agreement"] == 1.0 and vs.get("max_abs_dprob") == 0.0
-            and vs.get("rows") == local.get("rows") == dask.get("rows"), vs.get("agreement")),
+            and bool(vs.get("same_rows")) and local.get("rows") == dask.get("rows"), vs.get("agreement")),
         "GPU activations within the budget the package computed": verdict(
             None if not memory.get("budget_mib") else memory["activation_peak_mib"] <= memory["budget_mib"],
             memory.get("activation_peak_mib")),
@@ -283,13 +283,17 @@ def read_probs(path: Path, id_column: str = "id") -> tuple[Any, Any]:
 
 
 def compare_outputs(a: Path, b: Path) -> dict[str, Any]:
-    """Agreement of two labelled outputs on the rows (ids) both hold."""
+    """Agreement of two labelled outputs on the rows (ids) both labelled; `same_rows`: both labelled the same ids
+    (rows skipped for their language, status `language`, are skipped by both)."""
     import numpy as np
 
     ids_a, probs_a = read_probs(a)
     ids_b, probs_b = read_probs(b)
     _, ia, ib = np.intersect1d(ids_a, ids_b, assume_unique=True, return_indices=True)
-    return agreement(probs_a[ia], probs_b[ib]) if len(ia) else {"rows": 0, "agreement": None, "max_abs_dprob": None}
+    same = bool(len(ia) == len(ids_a) == len(ids_b))
+    if not len(ia):
+        return {"rows": 0, "agreement": None, "max_abs_dprob": None, "same_rows": same}
+    return {**agreement(probs_a[ia], probs_b[ib]), "same_rows": same}
 
 
 def output_rows_tokens(path: Path) -> tuple[int, int]:
