@@ -17,7 +17,8 @@ JOB = """
 import json, re, sys
 from emodraw_batch.config import load_config
 from emodraw_batch.job.runner import run
-cfg = load_config(model=sys.argv[1], device="cpu", max_length=16, window_rows=10_000, shard_rows=50_000)
+# dedup off: the corpus draws from 1,000 texts, and every row must go through the model's pipeline.
+cfg = load_config(model=sys.argv[1], device="cpu", max_length=16, window_rows=10_000, shard_rows=50_000, dedup=False)
 summary = run([sys.argv[2]], sys.argv[3], cfg)
 # VmHWM is this process's own peak RSS; ru_maxrss would include the forking parent's.
 peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
