@@ -173,7 +173,7 @@ def labelling_cost(texts: list[str], model: str, repeat: int) -> None:
 
 
 def prefetch_stage(texts: list[str], model: str, repeat: int) -> None:
-    """rows/s of the work ahead of the model, one thread per stage (`runner.prepare_window`, `encode_prepared`).
+    """rows/s of the work ahead of the model, one thread per stage (`windows.prepare_window`, `encode_prepared`).
 
     With languages, clean + detect and tokenize run in two threads, one window apart, so the rate ahead
     of the model is the slower of the two, not their sum. Detection is off the model's path while that
@@ -182,7 +182,7 @@ def prefetch_stage(texts: list[str], model: str, repeat: int) -> None:
     import pyarrow as pa
 
     from emodraw_batch.config import RunConfig
-    from emodraw_batch.job import runner
+    from emodraw_batch.job import runner, windows
 
     def median(work) -> float:
         got = []
@@ -199,9 +199,9 @@ def prefetch_stage(texts: list[str], model: str, repeat: int) -> None:
     for languages in ("any", "en"):
         config = RunConfig(model=model, device="cpu", languages=languages)
         clf = runner.classifier_for(config)
-        ready = runner.prepare_window(table, config)
-        clean = median(lambda: runner.prepare_window(table, config))
-        tokenize = median(lambda: runner.encode_prepared(ready, clf))
+        ready = windows.prepare_window(table, config)
+        clean = median(lambda: windows.prepare_window(table, config))
+        tokenize = median(lambda: windows.encode_prepared(ready, clf))
         ahead = min(clean, tokenize) if config.detects_languages else 1 / (1 / clean + 1 / tokenize)
         print(f"| {languages} | {clean:,.0f} | {tokenize:,.0f} | {ahead:,.0f} |")
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from emodraw_batch import __version__
 from emodraw_batch.files import guard, lock
@@ -30,14 +29,13 @@ from emodraw_batch.config import RunConfig
 from emodraw_batch.errors import ConfigError, EmodrawError, OutputError
 from emodraw_batch.files.layout import LABELS, STATS, STATS_SUMMARY, Layout, layout
 from emodraw_batch.inference.backends import Pending
-from emodraw_batch.inference.chunks import Chunker
 from emodraw_batch.inference.classifier import EmotionClassifier, Prediction, cached_classifier
 from emodraw_batch.inference import language
 from emodraw_batch.job.dedup import Repeats, WindowPlan
+from emodraw_batch.job.windows import Prepared, encode_prepared, encode_window, prepare_window, token_bounded
 from emodraw_batch.job.plan import Plan, ShardResult, plan
 from emodraw_batch.job.prefetch import SerialWorker, cap_malloc_arenas, prefetch
 from emodraw_batch.files.reader import Shard, read_windows
-from emodraw_batch.text import OK, prepare
 from emodraw_batch.job.validate import Job, validate
 from emodraw_batch.files.writer import AtomicParquetWriter, label_table, output_schema, read_metadata
 
@@ -124,77 +122,10 @@ def shard_classifier(config: RunConfig) -> EmotionClassifier:
         ) from None
 
 
-Prepared = tuple[list[str], np.ndarray, "language.Rows | None"]
-Encoded = tuple[np.ndarray, list[list[int]], np.ndarray, "language.Rows | None", "WindowPlan | None"]
-
-
-def prepare_window(table: pa.Table, config: RunConfig) -> Prepared:
-    """A window's cleaned texts, row statuses and languages (rows outside `config.languages`: status `language`)."""
-    column = table[config.text_column]
-    if config.cast_text and not pa.types.is_string(column.type):
-        column = column.cast(pa.string())
-    texts, status = prepare(column)
-    return texts, status, language.detect_rows(texts, status, config.languages, config.language_confidence)
-
-
-def encode_prepared(prepared: Prepared, clf: EmotionClassifier, repeats: Repeats | None = None) -> Encoded:
-    """The statuses, the token ids and truncated flags of the rows with text that the model runs, the
-    languages: all rows with status `ok`, or with `repeats` (dedup) only the first copy of each text
-    new to the shard (the returned plan says which; call in window order)."""
-    texts, status, languages = prepared
-    texts = [texts[i] for i in np.flatnonzero(status == OK)]
-    window = repeats.plan(texts) if repeats is not None else None
-    if window is not None:
-        texts = [texts[i] for i in window.run]
-    ids, cut = clf.encode(texts)
-    return status, ids, cut, languages, window
-
-
-def encode_window(
-    table: pa.Table, config: RunConfig, clf: EmotionClassifier, repeats: Repeats | None = None
-) -> Encoded:
-    """`encode_prepared` of one window read from `table`."""
-    return encode_prepared(prepare_window(table, config), clf, repeats)
-
-
 def label_metadata(config: RunConfig, clf: EmotionClassifier) -> dict[str, Any]:
     """What every output file records: version, model, language detector (when on), settings."""
     detector = language.describe() if config.detects_languages else {}
     return {"emodraw_batch": __version__, **clf.describe(), **detector, "config": config.model_dump(mode="json")}
-
-
-def token_bounded(windows: Iterable[pa.Table], config: RunConfig) -> Iterator[pa.Table]:
-    """In chunk mode, `windows` cut so that none holds more than `window_rows x max_length` tokens.
-
-    A window of long texts would otherwise hold up to `max_chunks` times the tokens of a
-    truncated one (token ids, chunk rows, padded batches). A long text's tokens are counted by its
-    characters (a token takes at least one), up to the characters chunk mode keeps of it; a
-    window of short texts is never cut.
-    Truncate mode keeps its windows: a row never holds more than max_length tokens there.
-    """
-    if config.long_texts != "chunk":
-        yield from windows
-        return
-    budget = config.window_rows * config.max_length
-    keep = Chunker(config.max_length, 0, config.max_chunks, 0, 0).char_limit
-    for table in windows:
-        column = table[config.text_column]
-        if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-            yield table
-            continue
-        chars = np.minimum(pc.utf8_length(column).fill_null(0).to_numpy(), keep)
-        # A text of up to 4 characters a token (English runs at 4-5) counts as one full window row,
-        # what truncate mode holds for it; a longer one by its characters, a bound of its tokens.
-        ends = np.cumsum(np.where(chars <= 4 * config.max_length, config.max_length, chars))
-        if not len(ends) or ends[-1] <= budget:  # the usual case: the window as read
-            yield table
-            continue
-        start = 0
-        while start < table.num_rows:
-            before = ends[start - 1] if start else 0
-            stop = max(int(np.searchsorted(ends, before + budget, side="right")), start + 1)
-            yield table.slice(start, stop - start)
-            start = stop
 
 
 OnWindow = Callable[[pa.Table, np.ndarray, Prediction], None]
