@@ -308,13 +308,19 @@ def test_a_shard_that_keeps_failing_fails_the_run_loudly_and_a_rerun_resumes(
     assert_same_labels(labels(out), reference)
 
 
+def run_with_failing_shard(corpus, tiny_model, flaky, tmp_path, error: BaseException, *options: str):
+    """`emodraw-batch run` in 5 shards whose first one raises `error`; (the result, attempts per shard)."""
+    fail, attempts = flaky
+    fail["part-00000-00000.parquet"] = error
+    args = [str(corpus), "--output", str(tmp_path / "out"), "--model", tiny_model, "--shard-rows", "60"]
+    return cli.invoke(app, ["run", *args, "--device", "cpu", "--no-progress", *options]), attempts
+
+
 def test_a_model_error_is_not_retried_and_stops_the_run(prefect_api, corpus, tiny_model, flaky, tmp_path):
     from emodraw_batch.errors import ModelError
 
-    fail, attempts = flaky
-    fail["part-00000-00000.parquet"] = ModelError("Could not load the checkpoint folder 'x': broken weights")
-    args = [str(corpus), "--output", str(tmp_path / "out"), "--model", tiny_model, "--shard-rows", "60"]
-    result = cli.invoke(app, ["run", *args, "--device", "cpu", "--retries", "3", "--no-progress"])
+    broken = ModelError("Could not load the checkpoint folder 'x': broken weights")
+    result, attempts = run_with_failing_shard(corpus, tiny_model, flaky, tmp_path, broken, "--retries", "3")
     assert result.exit_code == 1
     message = final_error(result.stderr)
     assert "broken weights" in message and "Traceback" not in message
@@ -329,11 +335,9 @@ def test_a_model_error_is_not_retried_and_stops_the_run(prefect_api, corpus, tin
 @pytest.mark.parametrize("verbose", [False, True])
 def test_an_environment_error_is_one_paragraph_unless_verbose(prefect_api, corpus, tiny_model, flaky, fast_retry,
                                                                tmp_path, verbose):
-    fail, _attempts = flaky
-    fail["part-00000-00000.parquet"] = OSError(28, "No space left on device")
-    args = [str(corpus), "--output", str(tmp_path / "out"), "--model", tiny_model, "--shard-rows", "60"]
-    result = cli.invoke(app, ["run", *args, "--device", "cpu", "--config", str(fast_retry), "--no-progress",
-                              *(["--verbose"] if verbose else [])])
+    full = OSError(28, "No space left on device")
+    result, _ = run_with_failing_shard(corpus, tiny_model, flaky, tmp_path, full, "--config", str(fast_retry),
+                                       *(["--verbose"] if verbose else []))
     assert result.exit_code == 1
     assert "No space left on device" in final_error(result.stderr)
     # Prefect's logs of it (messages and traceback), on the terminal only if asked; the paragraph always.
@@ -343,10 +347,7 @@ def test_an_environment_error_is_one_paragraph_unless_verbose(prefect_api, corpu
 
 
 def test_an_unexpected_exception_keeps_its_traceback(prefect_api, corpus, tiny_model, flaky, tmp_path):
-    fail, _attempts = flaky
-    fail["part-00000-00000.parquet"] = KeyError("a bug")
-    args = [str(corpus), "--output", str(tmp_path / "out"), "--model", tiny_model, "--shard-rows", "60"]
-    result = cli.invoke(app, ["run", *args, "--device", "cpu", "--retries", "0", "--no-progress"])
+    result, _ = run_with_failing_shard(corpus, tiny_model, flaky, tmp_path, KeyError("a bug"), "--retries", "0")
     assert result.exit_code == 1
     assert "Traceback" in result.stderr and "KeyError" in result.stderr  # a bug is shown, not hidden
 
