@@ -322,20 +322,27 @@ def model_load_s(model: Path, device: str, precision: str, env: dict[str, str]) 
 
 
 def agreement(baseline_out: Path, other_out: Path) -> dict[str, float]:
-    """Share of rows with the same top label, and the largest probability difference.
+    """Share of rows with the same top label, and the largest probability difference, over the rows both labelled.
 
-    `other_out` is an emodraw output folder (its labels/*.parquet) or one Parquet file.
+    `other_out` is an emodraw output folder (its labels/*.parquet) or one Parquet file. Rows that
+    emodraw kept but did not label (status other than ok: a text taken for another language under
+    the default `--languages en`, say) have no label to compare; they are counted in `unlabelled`.
     """
     import numpy as np
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     base = pq.read_table(baseline_out)
     ours = pq.read_table(sorted((other_out / "labels").glob("*.parquet")) if other_out.is_dir() else other_out)
     base, ours = base.sort_by("id"), ours.sort_by("id")
+    if "status" in ours.column_names:
+        labelled = pc.equal(ours["status"], "ok")
+        base, ours = base.filter(labelled), ours.filter(labelled)
     probs = [c for c in base.column_names if c.startswith("prob_")]
     diff = max(float(np.max(np.abs(base[c].to_numpy() - ours[c].to_numpy()))) for c in probs)
     same = np.asarray(base["emotion"].to_pylist()) == np.asarray(ours["emotion"].to_pylist())
-    return {"agreement": float(same.mean()), "max_abs_dprob": diff}
+    unlabelled = pq.read_metadata(baseline_out).num_rows - len(same)
+    return {"agreement": float(same.mean()), "max_abs_dprob": diff, "unlabelled": unlabelled}
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -393,7 +400,7 @@ def table(results: dict[str, Any]) -> str:
     for r in [base, *results["emodraw"], *results.get("onnx", [])]:
         e2e, lab = r["rows"] / r["wall_s"], r["rows"] / r["label_s"]
         tool = r.get("tool", "transformers.pipeline, batch 32" if r is base else "emodraw-batch run")
-        agree = "-" if r is base else f"{r['agreement']:.2%}"
+        agree = "-" if r is base else f"{r['agreement']:.2%}" + (f" ({r['unlabelled']} not labelled)" if r.get("unlabelled") else "")
         diff = "-" if r is base else f"{r['max_abs_dprob']:.1e}"
         lines.append(
             f"| {tool} | {r['precision']} | {e2e:,.1f} | {e2e / b_e2e:.2f}x | {lab:,.1f} | {lab / b_lab:.2f}x "
