@@ -27,6 +27,11 @@ _server: subprocess.Popen | None = None
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP proxy
 _port: int | None = None
+# The temporary server skips block auto-registration: to hash the block registry it first imports
+# every installed Prefect collection (prefect-dask, hence dask.distributed: ~0.6 s of CPU on 2 cores,
+# taken from the model while the run labels its first window), and a run uses no blocks. A server
+# started with `prefect server start` still registers them. Set either variable to override.
+NO_BLOCK_REGISTRATION = {"PREFECT_SERVER_REGISTER_BLOCKS_ON_START": "0", "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION": "0"}
 
 
 def _api_url_configured() -> bool:
@@ -88,7 +93,8 @@ def prestart() -> None:
     if spec is None or not spec.origin:
         return
     _port = _free_port()
-    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+           **{k: os.environ.get(k, v) for k, v in NO_BLOCK_REGISTRATION.items()}}
     _server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).parent.parent), "--factory",
          "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(_port),
