@@ -155,6 +155,10 @@ def test_a_run_on_the_prestarted_server_then_a_rerun_without_torch(tiny_model, t
                            api_url=False)
     assert second.returncode == 0, second.stderr
     assert record["imported"] == []
+    third, record = drive("run", str(corpus), "-o", str(tmp_path / "c"), "--model", tiny_model, "--json",
+                          "--device", "cpu", api_url=False)
+    assert third.returncode == 0, third.stderr
+    assert record["imported"] == []  # --device cpu needs no torch either
     a, b = labels(tmp_path / "a"), labels(tmp_path / "b")
     assert a["emotion"].to_pylist() == b["emotion"].to_pylist()
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
@@ -188,6 +192,44 @@ def test_a_head_start_gives_forward_the_same_result_with_fewer_batches(tiny_mode
     assert len(calls) == total  # the head start was dropped by the forward of other ids: all run again
 
 
+def test_a_head_start_behind_goes_on_until_the_first_submit_takes_it(tiny_model, monkeypatch):
+    """head_start_behind runs forward's batches in a thread; the next forward stops it and runs only the rest."""
+    import threading
+
+    import numpy as np
+
+    from emodraw_batch.inference.classifier import EmotionClassifier
+
+    clf = EmotionClassifier(tiny_model, device="cpu", precision="fp32", batch_tokens=256)
+    ids, _ = clf.encode(make_texts(120, seed=11))
+    expected = clf.forward(ids)
+    total = sum(1 for _ in clf.batcher.batches(ids))
+    calls, second = [], threading.Event()
+    run_batch = clf.backend.run
+
+    def counted(*args):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 2:
+            second.set()
+        return run_batch(*args)
+
+    monkeypatch.setattr(clf.backend, "run", counted)
+    clf.head_start_behind(lambda: ids)
+    assert second.wait(30)  # the thread is working through the batches
+    np.testing.assert_array_equal(clf.forward(ids), expected)  # stops the thread, takes its batches, runs the rest
+    assert len(calls) == total  # every batch once: none lost, none run twice
+    assert calls.count("emodraw-head-start") >= 2 and clf._behind is None and clf._ahead is None
+
+    def unreadable():
+        raise OSError("damaged row group")
+
+    clf.head_start_behind(unreadable)  # an error only ends the head start
+    clf.end_head_start()
+    calls.clear()
+    np.testing.assert_array_equal(clf.forward(ids), expected)
+    assert len(calls) == total
+
+
 def test_a_run_after_a_head_start_writes_the_same_labels(tiny_model, tmp_path, monkeypatch):
     from emodraw_batch.inference import classifier as model
     from emodraw_batch.job import runner
@@ -199,9 +241,11 @@ def test_a_run_after_a_head_start_writes_the_same_labels(tiny_model, tmp_path, m
     plain = runner.run([str(corpus)], tmp_path / "plain", config)
     model.clear_cache()
     job = validate([str(corpus)], tmp_path / "ahead", config)
-    assert runner.head_start(job, stop=lambda: False) > 0
+    clf = runner.head_start_behind(job)
     # The shards' classifier: the settings with precision and runtime resolved once (Job.resolved, Plan.config).
-    assert runner.classifier_for(job.resolved)._ahead is not None
+    assert clf is runner.classifier_for(job.resolved)
+    clf._behind[1].join(60)  # let it run the whole first window (nothing stops it here)
+    assert clf._ahead is not None and len(clf._ahead[1]) > 0
     ahead = runner.run([str(corpus)], tmp_path / "ahead", config)
     assert runner.classifier_for(job.resolved)._ahead is None  # taken by the first shard's first window
     assert ahead.rows == plain.rows == 300
@@ -228,7 +272,9 @@ def test_a_head_start_that_fails_is_only_skipped(tiny_model, tmp_path, monkeypat
         raise OSError("damaged row group")
 
     monkeypatch.setattr(runner, "read_windows", damaged)
-    assert runner.head_start(job, stop=lambda: False) == 0
+    clf = runner.head_start_behind(job)
+    clf._behind[1].join(60)
+    assert clf._ahead is None  # nothing ran, and nothing was raised
     monkeypatch.undo()
     assert runner.run([str(corpus)], tmp_path / "out", config).rows == 40
     model.clear_cache()

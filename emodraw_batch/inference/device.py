@@ -40,8 +40,8 @@ def no_gpu_here() -> bool:
 
 
 def resolve_device(device: str) -> str:
-    if device == "auto" and no_gpu_here():
-        return "cpu"
+    if device == "cpu" or (device == "auto" and no_gpu_here()):
+        return "cpu"  # without importing torch (~1 s): an exported ONNX model then runs without it
     import torch
 
     if device == "auto":
