@@ -77,9 +77,16 @@ def _patch_model(m: Any) -> None:
 def _patch_label(m: Any) -> None:
     if hasattr(m, "start_api"):
         m.start_api = _record("Prefect API server start until ready", m.start_api)
-    m.run = _record("flows.label.run (server wait + model + flow)", m.run)
+    if hasattr(m, "execute"):
+        m.execute = _record("flows.label.execute (server wait + flow)", m.execute)
+    if hasattr(m, "run"):  # before flows/run.py (kept so that --trees can compare with older trees)
+        m.run = _record("flows.label.run (server wait + model + flow)", m.run)
     if hasattr(m, "label_corpus") and hasattr(m.label_corpus, "fn"):
         m.label_corpus.fn = _record("flow body (label_corpus)", m.label_corpus.fn)
+
+
+def _patch_run(m: Any) -> None:
+    m.run = _record("flows.run.run (lock + model + Prefect import + flow)", m.run)
 
 
 def _patch_api(m: Any) -> None:  # the Prefect server the CLI pre-starts (flows/api.py)
@@ -97,6 +104,7 @@ PATCHES = {
     "emodraw_batch.job.runner": _patch_runner,
     "emodraw_batch.inference.classifier": _patch_model,
     "flows.label": _patch_label,
+    "flows.run": _patch_run,
     "emodraw_cli.app": _patch_cli,
     "flows.api": _patch_api,
 }

@@ -141,7 +141,7 @@ def run(
 
         err.print(f"[yellow]warning:[/] {job.advice}", highlight=False, soft_wrap=True)
         warnings.filterwarnings("ignore", category=PrecisionWarning)  # said once, not again at the model load
-    from flows.label import run as run_flow  # imports Prefect
+    from flows.run import run as run_flow  # Prefect is imported once the model is at work
 
     with RowProgress(progress and not as_json and sys.stderr.isatty()) as bar:
         bar.start(job.rows, job.finished_rows)

@@ -308,21 +308,16 @@ def terminal_logs(verbose: bool) -> Iterator[None]:
             handler.removeFilter(quiet)
 
 
-def run(job: Job, engine: EngineConfig, on_rows: OnRows | None = None, verbose: bool = False) -> dict[str, Any]:
-    """Execute the flow for a validated job here, reporting to PREFECT_API_URL or a temporary local Prefect API."""
-    from concurrent.futures import ThreadPoolExecutor
+def execute(job: Job, engine: EngineConfig, on_rows: OnRows | None = None, verbose: bool = False) -> dict[str, Any]:
+    """The flow for a validated job, reporting to PREFECT_API_URL or the temporary local API (flows/run.py
+    holds the folder's lock around it)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from prefect.settings import temporary_settings
-
-    # The folder's lock first, before Prefect: of two runs started together, the second is refused
-    # here with one paragraph, not inside the flow with Prefect's traceback. The flow takes it again
-    # (a no-op in this process) and it is held through the flow, whatever the engine.
-    with lock.held(job.out):
-        with ThreadPoolExecutor(1) as pool:
-            api = pool.submit(start_api)  # mostly waiting for the server process: runs beside the model load
-            if engine.engine == "local" and job.rows > job.finished_rows:
-                runner.classifier_for(job.resolved)  # the shard tasks of this process reuse it
-                runner.head_start(job, stop=api.done)  # and the first shard's model work starts before Prefect is up
-            url = api.result()
-        with temporary_settings({PREFECT_API_URL: url}), reporting(on_rows, job), terminal_logs(verbose):
-            return label_corpus(list(job.specs), job.out.uri, as_parameters(job.config, engine), job.overwrite)
+    settings: dict[Any, Any] = {PREFECT_API_URL: start_api()}
+    if not PREFECT_API_URL.value():
+        # Heartbeats tell a server that a flow run is still alive; the temporary server ends with this
+        # process, so it has no use for them, and ending their thread costs up to a second at the flow's end
+        # (it sleeps in 1 s steps). A configured server (PREFECT_API_URL) keeps Prefect's heartbeats.
+        settings[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
+    with temporary_settings(settings), reporting(on_rows, job), terminal_logs(verbose):
+        return label_corpus(list(job.specs), job.out.uri, as_parameters(job.config, engine), job.overwrite)

@@ -21,7 +21,7 @@ from conftest import assert_same_labels, labels, make_texts, write_corpus
 from emodraw_cli.app import app
 from emodraw_batch.config import load_config
 from emodraw_batch.errors import ConfigError
-from flows import engines
+from flows import api, engines
 from flows.settings import load_settings
 
 cli = CliRunner()
@@ -204,6 +204,7 @@ def test_two_dask_workers_give_the_same_output_and_load_the_model_once_each(
     # No PREFECT_API_URL: the run takes Prefect's temporary server of this process (here the test
     # server, registered as that instance) and must hand it to the worker processes.
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(api, "prestart", lambda: None)  # else the CLI's own pre-started server would be that one
     monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "INFO")  # the workers' log shows any server they start
     capfd.readouterr()
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
@@ -353,12 +354,12 @@ def test_an_unexpected_exception_keeps_its_traceback(prefect_api, corpus, tiny_m
 
 
 def test_input_errors_appear_before_prefect_starts(corpus, tiny_model, tmp_path, monkeypatch):
-    import flows.label
+    import flows.run
 
     def no_prefect(*args, **kwargs):
         raise AssertionError("the flow must not start when the inputs are invalid")
 
-    monkeypatch.setattr(flows.label, "run", no_prefect)
+    monkeypatch.setattr(flows.run, "run", no_prefect)
     result = cli.invoke(
         app, ["run", str(corpus), "--output", str(tmp_path / "o"), "--model", tiny_model, "--text-column", "body"]
     )

@@ -10,6 +10,7 @@ the CLI's `--help` and the input validation never pay for them.
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ class EmotionClassifier:
                                self.fast["pad_multiple"], self.fast["prepare_in_encode"])
         self.long_texts = self.batcher.long_texts(long_texts, chunk_overlap, max_chunks, chunk_aggregation)
         self._ahead: tuple[list[list[int]], list[Any]] | None = None  # see head_start
+        self._behind: tuple[threading.Event, threading.Thread] | None = None  # see head_start_behind
 
     @property
     def model(self) -> Any:
@@ -159,7 +161,36 @@ class EmotionClassifier:
         self._ahead = (ids, outputs) if outputs else None
         return len(outputs)
 
+    def head_start_behind(self, ids_of: Callable[[], list[list[int]]]) -> None:
+        """`head_start(ids_of())` in a thread of its own, until the next `submit` (or `end_head_start`) stops it.
+
+        For an orchestrator that starts its flow in this process: the model keeps working through
+        the flow's own start-up, and the first `submit` waits only for the batch in flight, then
+        takes every batch run. `ids_of` (reading and tokenizing the first window) runs in the thread
+        too; an error there only ends the head start.
+        """
+        self.end_head_start()
+        stop = threading.Event()
+
+        def work() -> None:
+            try:
+                self.head_start(ids_of(), stop.is_set)
+            except Exception:  # noqa: BLE001 - only a speed-up: the shard's own task meets and reports the error
+                pass
+
+        thread = threading.Thread(target=work, name="emodraw-head-start", daemon=True)
+        self._behind = (stop, thread)
+        thread.start()
+
+    def end_head_start(self) -> None:
+        """Stop a head start running behind (`head_start_behind`) after its batch in flight; keep what it ran."""
+        behind, self._behind = self._behind, None
+        if behind is not None:
+            behind[0].set()
+            behind[1].join()
+
     def _take_ahead(self, ids: list[list[int]]) -> list[Any]:
+        self.end_head_start()
         ahead, self._ahead = self._ahead, None
         return ahead[1] if ahead is not None and ahead[0] == ids else []
 

@@ -197,28 +197,35 @@ def label_windows(
     return served
 
 
-def head_start(job: Job, stop: Callable[[], bool]) -> int:
-    """Run the model on the first window of the first unfinished shard, in memory, until `stop()`.
+def head_start_behind(job: Job) -> EmotionClassifier | None:
+    """Run the model on the first window of the first unfinished shard, in memory, in a thread of its
+    own, from now until that shard's task submits its first window.
 
-    For the seconds before the orchestrator can start the shard tasks (Prefect's temporary
-    server starting): nothing is written; when that shard's task runs in this process, its
-    first `forward` takes the batches already done (`EmotionClassifier.head_start`), so the
-    output is exactly the same. The first window is read and tokenized twice for it (a few
-    milliseconds per thousand rows, against seconds of model time gained). Returns the batches run.
-    Only a speed-up: any error (a damaged row group, say) is left for the shard's own task to meet,
-    retry and report, so here it only ends the head start.
+    For the seconds before the orchestrator can start the shard tasks (importing Prefect, its
+    temporary server starting, the flow run and its first tasks): nothing is written; when that
+    shard's task runs in this process, its first `submit` stops the thread and takes the batches
+    already done (`EmotionClassifier.head_start_behind`), so the output is exactly the same. The
+    first window is read and tokenized twice for it (milliseconds per thousand rows, against seconds
+    of model time gained). Only a speed-up: an error in the thread (a damaged row group, say) only
+    ends it, and the shard's own task meets, retries and reports it. Returns the classifier (call its
+    `end_head_start` once the flow is over, in case no shard ever submitted), None with nothing to label.
     """
-    try:
-        shard = next((s for s in job.shards if s.name not in job.finished), None)
-        if shard is None or stop():
-            return 0
-        clf = classifier_for(job.resolved)  # as the shard tasks will load it (Plan.config)
-        table = next(read_windows(shard, job.config.window_rows))
-        # With dedup, the shard's first window sends only its first copies: encode it the same way.
-        _status, ids, _cut, _langs, _window = encode_window(table, job.config, clf, Repeats() if job.config.dedup else None)
-        return clf.head_start(ids, stop)
-    except Exception:  # noqa: BLE001 - see above
-        return 0
+    if not any(s.name not in job.finished for s in job.shards):
+        return None
+    clf = classifier_for(job.resolved)  # as the shard tasks will load it (Plan.config); its errors are the run's
+    clf.head_start_behind(lambda: _first_window_ids(job))
+    return clf
+
+
+def _first_window_ids(job: Job) -> list[list[int]]:
+    """The token ids the first unfinished shard's first window sends to the model (none if all are done)."""
+    shard = next((s for s in job.shards if s.name not in job.finished), None)
+    if shard is None:
+        return []
+    table = next(read_windows(shard, job.config.window_rows))
+    # With dedup, the shard's first window sends only its first copies: encode it the same way.
+    clf = classifier_for(job.resolved)
+    return encode_window(table, job.config, clf, Repeats() if job.config.dedup else None)[1]
 
 
 def label_shard(
