@@ -161,6 +161,11 @@ class OnnxForward:
         options.intra_op_num_threads = threads or _default_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Threads that wait for work sleep instead of spinning: a run shares the cores with its reading,
+        # tokenizing and writing threads and Prefect's server and client, and spinning threads took
+        # their time slices. 2,000 rows, 2 cores, ALBERT-base: 2.2 s faster a run (3 of 3 paired rounds),
+        # the same speed alone (docs/performance.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
     @classmethod
