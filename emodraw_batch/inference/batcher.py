@@ -18,11 +18,14 @@ from emodraw_batch.errors import ConfigError
 from emodraw_batch.inference.chunks import ChunkMap, Chunker, check_aggregation, special_tokens
 from emodraw_batch.inference.fast_paths import bucket_width
 
-# Texts per call of the Rust tokenizer: big enough for its thread pool, small enough to bound memory.
-ENCODE_CHUNK = 4096
+# Texts per call of the Rust tokenizer: enough for its thread pool, few enough that the call's
+# Encodings (~6 KB for a tweet: tokens, masks, offsets; only the ids are kept) stay small. Freed
+# right after, they are what fragmented malloc's heap as windows went by: with 4,096 texts a call
+# (~25 MB of Encodings), peak RSS rose 100,000 -> 400,000 rows by twice as much as with 256 (docs/performance.md).
+ENCODE_CHUNK = 256
 # Characters per call in chunk mode, where a text may be thousands of tokens long (an Encoding
-# weighs ~50 bytes per token): ~4096 tweets' worth, so a call stays within tens of MB.
-ENCODE_CHARS = 4096 * 512
+# weighs ~50 bytes per token): ENCODE_CHUNK tweets' worth, so a call stays within a few MB.
+ENCODE_CHARS = ENCODE_CHUNK * 512
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # (row indices, input ids (rows, width), lengths)
 
