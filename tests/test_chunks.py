@@ -18,6 +18,7 @@ from emodraw_batch.config import RunConfig, load_config
 from emodraw_batch.errors import ConfigError, OutputError
 from emodraw_batch.inference.backends import Pending
 from emodraw_batch.inference.chunks import ChunkMap, Chunker, aggregate
+from emodraw_batch.inference.token_rows import EncodedIds
 from emodraw_batch.job import runner
 
 CLS, SEP = 2, 3
@@ -36,7 +37,8 @@ def test_windows_cover_the_text_with_their_overlap_and_never_split_special_token
     body, step = max_length - 2, max_length - 2 - overlap
     expected = 1 if n <= max_length else 1 + -(-(n - 2 - body) // step)  # ceil
     assert chunker.count(n) == expected
-    rows, chunks = chunker.split([text_ids(n), text_ids(5)])
+    encoded, chunks = chunker.split(EncodedIds.from_rows([text_ids(n), text_ids(5)]))
+    rows = encoded.tolist()
     kept = min(expected, cap)
     assert chunks.n_chunks.tolist() == [kept, 1] and chunks.starts.tolist() == [0, kept]
     assert len(rows) == kept + 1 and rows[-1] == text_ids(5)

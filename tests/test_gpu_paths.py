@@ -118,7 +118,7 @@ def test_bucketed_batches_keep_every_row_once_within_the_budget(tiny_model, text
         assert input_ids.size <= 500 or len(batch) == 1
         assert np.array_equal(lengths, [len(ids[i]) for i in batch])
         for row, i in enumerate(batch):  # the row's ids, then padding
-            assert input_ids[row, : lengths[row]].tolist() == ids[i]
+            assert input_ids[row, : lengths[row]].tolist() == ids[i].tolist()
             assert (input_ids[row, lengths[row] :] == clf.batcher.pad_id).all()
 
 

@@ -116,3 +116,22 @@ def test_label_shard_queues_the_next_window_before_collecting_the_last(tiny_mode
     seq = pq.read_table(tmp_path / "seq" / "labels")
     piped = pq.read_table(tmp_path / "piped" / "labels")
     assert piped.num_rows == 230 and piped.equals(seq)  # same rows, order and probabilities
+
+
+def test_encoded_ids_hold_the_rows_back_to_back_and_read_like_lists():
+    """EncodedIds (token_rows.py): one int32 array for a window's ids; the batcher pads straight from it."""
+    from emodraw_batch.inference.token_rows import EncodedIds
+
+    rng = np.random.default_rng(1)
+    rows = [rng.integers(5, 30000, size=n).tolist() for n in rng.integers(0, 40, size=60)]
+    ids = EncodedIds.from_rows(rows)
+    assert len(ids) == 60 and ids.flat.dtype == np.int32 and ids.flat.nbytes == 4 * sum(map(len, rows))
+    assert ids.tolist() == rows and ids == rows and ids[7].tolist() == rows[7]
+    assert ids == EncodedIds.joined([EncodedIds.from_rows(rows[:25]), EncodedIds.from_rows(rows[25:])])
+    assert not ids == rows[:-1] + [rows[-1] + [1]]
+    flat, starts, lengths = B.flatten(ids)
+    assert flat is ids.flat  # no copy
+    list_flat, list_starts, list_lengths = B.flatten(rows)
+    for batch in B.pack(lengths, 200):
+        np.testing.assert_array_equal(B.pad_batch(flat, starts[batch], lengths[batch], 0)[0],
+                                      B.pad_batch(list_flat, list_starts[batch], list_lengths[batch], 0)[0])

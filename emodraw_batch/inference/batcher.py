@@ -15,8 +15,9 @@ import numpy as np
 
 from emodraw_batch.inference.batching import pack
 from emodraw_batch.errors import ConfigError
-from emodraw_batch.inference.chunks import ChunkMap, Chunker, check_aggregation, special_tokens
+from emodraw_batch.inference.chunks import Chunker, check_aggregation, special_tokens
 from emodraw_batch.inference.fast_paths import bucket_width
+from emodraw_batch.inference.token_rows import EncodedIds, row_lengths
 
 # Texts per call of the Rust tokenizer: enough for its thread pool, few enough that the call's
 # Encodings (~6 KB for a tweet: tokens, masks, offsets; only the ids are kept) stay small. Freed
@@ -30,9 +31,11 @@ ENCODE_CHARS = ENCODE_CHUNK * 512
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # (row indices, input ids (rows, width), lengths)
 
 
-def flatten(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def flatten(ids: list[list[int]] | EncodedIds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(flat, starts, lengths): rows of token ids stored back to back, the layout `pad_batch` pads from."""
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    if isinstance(ids, EncodedIds):
+        return ids.flat, ids.starts, ids.lengths  # already so: no copy
+    lengths = row_lengths(ids)
     flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
     return flat, np.cumsum(lengths) - lengths, lengths
 
@@ -61,18 +64,6 @@ def truncating_tokenizer(tokenizer_json: str, max_length: int, side: str) -> Any
     rust.no_padding()
     rust.enable_truncation(max_length, direction=side)
     return rust
-
-
-class EncodedIds(list):
-    """encode()'s token ids: a plain list of lists, which may carry the window's batches ready to run.
-
-    With `prepare_in_encode`, the prefetch thread packs and pads here; `Batcher.batches` uses
-    them only if they were made for its current token budget and padding, else it packs again.
-    """
-
-    batches: list[Batch] | None = None
-    key: tuple[int, int, int] | None = None  # (batch_tokens, pad_multiple, pad_id) they were made for
-    chunks: ChunkMap | None = None  # chunk mode: the rows are chunks, this maps them to the texts
 
 
 class Batcher:
@@ -118,8 +109,8 @@ class Batcher:
             texts, cut = self.chunker.cut(texts, self.side)
         ids, truncated = self._encode(texts)
         if self.chunker is not None:
-            rows, chunks = self.chunker.split(ids)
-            ids, truncated = EncodedIds(rows), truncated | cut
+            ids, chunks = self.chunker.split(ids)
+            truncated = truncated | cut
             ids.chunks = chunks
         if self.prepare_in_encode:
             ids.batches, ids.key = list(self.pack(ids)), self.key()
@@ -127,15 +118,15 @@ class Batcher:
 
     def _encode(self, texts: list[str]) -> tuple[EncodedIds, np.ndarray]:
         encode_batch = getattr(self.rust, "encode_batch_fast", self.rust.encode_batch)  # _fast: no offsets
-        ids = EncodedIds()
+        pieces: list[EncodedIds] = []
         truncated = np.zeros(len(texts), dtype=bool)
         # In slices: a Rust Encoding (tokens, masks, offsets) weighs ~6 KB for a tweet, so a whole
-        # 50k-row window at once would briefly cost ~300 MB; only the ids are kept.
+        # 50k-row window at once would briefly cost ~300 MB; only the ids are kept, back to back.
         for start, stop in self._slices(texts):
             encodings = encode_batch(texts[start:stop])
-            ids.extend(e.ids for e in encodings)
+            pieces.append(EncodedIds.from_rows([e.ids for e in encodings]))
             truncated[start:stop] = [len(e.overflowing) > 0 for e in encodings]
-        return ids, truncated
+        return EncodedIds.joined(pieces), truncated
 
     def _slices(self, texts: list[str]) -> Iterator[tuple[int, int]]:
         """(start, stop) of each Rust call: ENCODE_CHUNK texts, and in chunk mode ENCODE_CHARS characters too."""

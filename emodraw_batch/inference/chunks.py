@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from emodraw_batch.errors import ConfigError
+from emodraw_batch.inference.token_rows import EncodedIds, row_lengths
 
 # Characters per token that no text reaches on average over a whole window budget (English runs
 # at ~4-5 characters per ALBERT token): the characters kept before tokenizing, a generous bound.
@@ -81,22 +82,28 @@ class Chunker:
         extra = max(n_tokens - self.prefix - self.suffix - self.body, 0)
         return 1 + -(-extra // self.step)
 
-    def split(self, ids: list[list[int]]) -> tuple[list[list[int]], ChunkMap]:
+    def split(self, ids: EncodedIds | list[list[int]]) -> tuple[EncodedIds, ChunkMap]:
         """Chunk rows (in text order, each text's windows in reading order) and the map back to the texts."""
-        rows: list[list[int]] = []
+        ids = ids if isinstance(ids, EncodedIds) else EncodedIds.from_rows(ids)
+        n_tokens = ids.lengths.astype(np.int32)
         n_chunks = np.ones(len(ids), dtype=np.int32)
+        long = np.flatnonzero(ids.lengths > self.max_length)
+        if not len(long):  # the usual window: every text is one chunk, its ids as they are
+            return EncodedIds(ids.flat, ids.lengths), ChunkMap(np.arange(len(ids)), n_chunks, n_tokens)
         pre, suf, body, step = self.prefix, self.suffix, self.body, self.step
-        for i, row in enumerate(ids):
-            if len(row) <= self.max_length:
-                rows.append(row)
-                continue
+        rows: list[np.ndarray] = []
+        done = 0
+        for i in long.tolist():
+            rows.extend(ids[j] for j in range(done, i))  # the short texts before this long one, unchanged
+            row = ids[i]
             head, text, tail = row[:pre], row[pre : len(row) - suf], row[len(row) - suf :]
-            windows = [head + text[s : s + body] + tail for s in range(0, max(len(text) - self.overlap, 1), step)]
+            windows = [np.concatenate([head, text[s : s + body], tail]) for s in range(0, max(len(text) - self.overlap, 1), step)]
             rows.extend(windows[: self.max_chunks])
             n_chunks[i] = min(len(windows), self.max_chunks)
+            done = i + 1
+        rows.extend(ids[j] for j in range(done, len(ids)))
         starts = np.cumsum(n_chunks) - n_chunks
-        n_tokens = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
-        return rows, ChunkMap(starts, n_chunks, n_tokens)
+        return EncodedIds.from_rows(rows), ChunkMap(starts, n_chunks, n_tokens)
 
     def cut(self, texts: list[str], side: str) -> tuple[list[str], np.ndarray]:
         """Texts longer than `char_limit` characters cut to it (on the truncation side), and which were."""
@@ -145,11 +152,11 @@ def aggregate(probs: np.ndarray, chunks: ChunkMap, weights: np.ndarray, how: str
     return out.astype(np.float32)
 
 
-def per_text(probs: np.ndarray, ids: list[list[int]], truncated: np.ndarray, how: str | None) -> tuple[np.ndarray, ...]:
+def per_text(probs: np.ndarray, ids: EncodedIds | list[list[int]], truncated: np.ndarray, how: str | None) -> tuple[np.ndarray, ...]:
     """(probabilities, n_tokens, truncated, n_chunks) per text (a Prediction's fields) from the rows
     `ids` that `probs` were computed for. Rows from a plain `encode` (no `chunks` map) are one per text.
     """
-    lengths = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
+    lengths = row_lengths(ids).astype(np.int32)
     chunks: ChunkMap | None = getattr(ids, "chunks", None)
     if chunks is None:
         return probs, lengths, truncated, np.ones(len(ids), dtype=np.int32)
