@@ -4,10 +4,11 @@ Real dumps repeat the same text many times (retweets, copy-paste campaigns, bots
 shard, each window's texts are looked up by a 128-bit BLAKE2b hash of the exact string the
 classifier receives (the cleaned text, `text.prepare`): only the first occurrence of each text
 is tokenized and run; its result (every column of its `Prediction`) is kept by slot and copied
-to later copies, bit for bit. Texts are never kept, only hashes: the state costs 53 bytes per
-distinct text (16 hash + 8 slot + the result: 6 float32 probabilities, token count, flag), plus up
-to half the result part as the store's growth slack: 65 bytes measured on 1,000,000 distinct texts,
-65 MB (tests/test_dedup.py bounds it at 90 bytes; merging index runs briefly doubles the index).
+to later copies, bit for bit. Texts are never kept, only hashes: the state costs 49 bytes per
+distinct text (16 hash + 4 slot + the result: 6 float32 probabilities, token count, flag), 49 MB
+on 1,000,000 distinct texts, and at most ~66 bytes a text at its peak, when merging index runs
+briefly doubles the index (tests/test_dedup.py bounds both). The results are kept window by
+window: one growable array used to copy itself as it grew, a peak of ~97 bytes a text.
 
 A 128-bit hash makes a collision (two different texts served as one) practically impossible:
 about 1e-27 for a shard of a million distinct texts.
@@ -75,7 +76,7 @@ class _HashIndex:
         """Add new `keys` (sorted, none known yet) with their slots."""
         if not len(keys):
             return
-        self.runs.append((keys, slots))
+        self.runs.append((keys, slots.astype(np.int32)))  # 2**31 distinct texts a shard is far off
         while len(self.runs) > 1 and 2 * len(self.runs[-1][0]) >= len(self.runs[-2][0]):
             (big_keys, big_slots), (keys, slots) = self.runs[-2], self.runs.pop()
             at = np.searchsorted(big_keys, keys)
@@ -87,27 +88,38 @@ class _HashIndex:
 
 
 class _Store:
-    """The results by slot: one growable array per `Prediction` column (whatever columns it has)."""
+    """The results by slot: each window's new results as they came (one array per `Prediction` column).
+
+    Kept window by window rather than in one growable array: growing one copied it (old and new
+    alive at once) and kept up to half of it as slack, so a shard's peak rose by more than the results.
+    """
 
     def __init__(self) -> None:
-        self.columns: dict[str, np.ndarray] = {}
+        self.chunks: list[dict[str, np.ndarray]] = []
+        self.starts: list[int] = []  # the first slot of each chunk
         self.size = 0
 
     def append(self, columns: dict[str, np.ndarray]) -> None:
         n = len(next(iter(columns.values())))
-        for name, values in columns.items():
-            held = self.columns.get(name)
-            if held is None or len(held) < self.size + n:  # grow by half at least: amortised O(1) per row
-                grown = np.empty((max(self.size + n, self.size * 3 // 2), *values.shape[1:]), values.dtype)
-                if held is not None:
-                    grown[: self.size] = held[: self.size]
-                self.columns[name] = held = grown
-            held[self.size : self.size + n] = values
-        self.size += n
+        if n:
+            self.starts.append(self.size)
+            self.chunks.append({name: np.array(values, copy=True) for name, values in columns.items()})
+            self.size += n
+
+    def gather(self, slots: np.ndarray, like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every column's values at `slots` (columns and dtypes as in `like`, one window's results)."""
+        out = {name: np.empty((len(slots), *values.shape[1:]), values.dtype) for name, values in like.items()}
+        chunk = np.searchsorted(np.asarray(self.starts), slots, side="right") - 1
+        for k in np.unique(chunk).tolist():
+            rows = np.flatnonzero(chunk == k)
+            at = slots[rows] - self.starts[k]
+            for name, values in out.items():
+                values[rows] = self.chunks[k][name][at]
+        return out
 
     @property
     def nbytes(self) -> int:
-        return sum(c.nbytes for c in self.columns.values())
+        return sum(c.nbytes for chunk in self.chunks for c in chunk.values())
 
 
 class Repeats:
@@ -143,7 +155,7 @@ class Repeats:
         fields = ((f.name, getattr(prediction, f.name)) for f in dataclasses.fields(prediction))
         columns = {name: np.asarray(value) for name, value in fields if value is not None}  # None: an unused column
         self._store.append(columns)
-        return dataclasses.replace(prediction, **{k: v[plan.slots] for k, v in self._store.columns.items()})
+        return dataclasses.replace(prediction, **self._store.gather(plan.slots, columns))
 
     @property
     def nbytes(self) -> int:
