@@ -306,7 +306,10 @@ def test_a_holder_stopped_past_its_lease_then_continued_writes_nothing_more(s3, 
     try:
         assert stalled.poll() is None and "manifest.json" not in keys(s3, "stall/"), "the stop must land part-way"
         monkeypatch.setattr(lease, "LEASE_S", expiry)
-        wait(lambda: lease.gone(lock_object(), lock_age()), "the stalled run's lease to expire")
+        # The store keeps times to the second: by this clock the lock may look up to 1 s older than it is,
+        # and by the other run's probe (the store's clock) up to 1 s younger. Wait out both, or the other
+        # run, if it starts fast, still finds the lease live and is refused.
+        wait(lambda: lease.gone(lock_object(), lock_age() - 2.0), "the stalled run's lease to expire")
         other = start(32, "--overwrite")
         def planned() -> bool:
             try:

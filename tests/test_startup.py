@@ -218,7 +218,7 @@ def test_a_head_start_behind_goes_on_until_the_first_submit_takes_it(tiny_model,
     assert second.wait(30)  # the thread is working through the batches
     np.testing.assert_array_equal(clf.forward(ids), expected)  # stops the thread, takes its batches, runs the rest
     assert len(calls) == total  # every batch once: none lost, none run twice
-    assert calls.count("emodraw-head-start") >= 2 and clf._behind is None and clf._ahead is None
+    assert calls.count("emodraw-head-start") >= 2 and clf.ahead._behind is None and clf.ahead._done is None
 
     def unreadable():
         raise OSError("damaged row group")
@@ -244,10 +244,10 @@ def test_a_run_after_a_head_start_writes_the_same_labels(tiny_model, tmp_path, m
     clf = runner.head_start_behind(job)
     # The shards' classifier: the settings with precision and runtime resolved once (Job.resolved, Plan.config).
     assert clf is runner.classifier_for(job.resolved)
-    clf._behind[1].join(60)  # let it run the whole first window (nothing stops it here)
-    assert clf._ahead is not None and len(clf._ahead[1]) > 0
+    clf.ahead._behind[1].join(60)  # let it run the whole first window (nothing stops it here)
+    assert clf.ahead._done is not None and len(clf.ahead._done[1]) > 0
     ahead = runner.run([str(corpus)], tmp_path / "ahead", config)
-    assert runner.classifier_for(job.resolved)._ahead is None  # taken by the first shard's first window
+    assert runner.classifier_for(job.resolved).ahead._done is None  # taken by the first shard's first window
     assert ahead.rows == plain.rows == 300
     assert labels(tmp_path / "ahead").select(["id", "emotion"]).equals(labels(tmp_path / "plain").select(["id", "emotion"]))
     import numpy as np
@@ -273,8 +273,8 @@ def test_a_head_start_that_fails_is_only_skipped(tiny_model, tmp_path, monkeypat
 
     monkeypatch.setattr(runner, "read_windows", damaged)
     clf = runner.head_start_behind(job)
-    clf._behind[1].join(60)
-    assert clf._ahead is None  # nothing ran, and nothing was raised
+    clf.ahead._behind[1].join(60)
+    assert clf.ahead._done is None  # nothing ran, and nothing was raised
     monkeypatch.undo()
     assert runner.run([str(corpus)], tmp_path / "out", config).rows == 40
     model.clear_cache()

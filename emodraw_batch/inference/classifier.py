@@ -10,7 +10,6 @@ the CLI's `--help` and the input validation never pay for them.
 from __future__ import annotations
 
 import re
-import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from emodraw_batch.inference import chunks
 from emodraw_batch.inference.batcher import Batcher, EncodedIds
 from emodraw_batch.inference.device import default_batch_tokens, resolve_device, resolve_precision
 from emodraw_batch.inference.fast_paths import EXACT, FAST_PATH_DEFAULTS
+from emodraw_batch.inference.head_start import HeadStart
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,7 @@ class EmotionClassifier:
         self.batcher = Batcher(loaded.tokenizer_json, self.max_length, loaded.truncation_side, loaded.pad_id, budget,
                                self.fast["pad_multiple"], self.fast["prepare_in_encode"])
         self.long_texts = self.batcher.long_texts(long_texts, chunk_overlap, max_chunks, chunk_aggregation)
-        self._ahead: tuple[list[list[int]], list[Any]] | None = None  # see head_start
-        self._behind: tuple[threading.Event, threading.Thread] | None = None  # see head_start_behind
+        self.ahead = HeadStart(self.batcher.batches, lambda input_ids, lengths: self.backend.run(input_ids, lengths))
 
     @property
     def model(self) -> Any:
@@ -135,7 +134,7 @@ class EmotionClassifier:
         """
         if not ids:
             return Pending(0, np.zeros(0, dtype=np.int64), np.empty((0, len(self.labels)), dtype=np.float32))
-        ahead = self._take_ahead(ids)
+        ahead = self.ahead.take(ids)
         order, outputs = [], []
         for k, (batch, input_ids, lengths) in enumerate(self.batcher.batches(ids)):
             order.append(batch)
@@ -147,52 +146,17 @@ class EmotionClassifier:
         return collect(pending, len(self.labels))
 
     def head_start(self, ids: list[list[int]], stop: Callable[[], bool]) -> int:
-        """Run the batches `forward(ids)` would run, in its order, until `stop()` says so; returns how many ran.
-
-        For the time before an orchestrator is ready to call `forward`: the next `forward` of
-        the same ids (compared by content) takes these outputs instead of computing them again,
-        so its result is exactly what it would have been. Only the latest head start is kept.
-        """
-        outputs: list[Any] = []
-        for _batch, input_ids, lengths in self.batcher.batches(ids):
-            if stop():
-                break
-            outputs.append(self.backend.run(input_ids, lengths))
-        self._ahead = (ids, outputs) if outputs else None
-        return len(outputs)
+        """Run the batches `submit(ids)` would run, in its order, until `stop()`; the next `submit` of the
+        same ids takes them (head_start.py). Returns how many ran."""
+        return self.ahead.run(ids, stop)
 
     def head_start_behind(self, ids_of: Callable[[], list[list[int]]]) -> None:
-        """`head_start(ids_of())` in a thread of its own, until the next `submit` (or `end_head_start`) stops it.
-
-        For an orchestrator that starts its flow in this process: the model keeps working through
-        the flow's own start-up, and the first `submit` waits only for the batch in flight, then
-        takes every batch run. `ids_of` (reading and tokenizing the first window) runs in the thread
-        too; an error there only ends the head start.
-        """
-        self.end_head_start()
-        stop = threading.Event()
-
-        def work() -> None:
-            try:
-                self.head_start(ids_of(), stop.is_set)
-            except Exception:  # noqa: BLE001 - only a speed-up: the shard's own task meets and reports the error
-                pass
-
-        thread = threading.Thread(target=work, name="emodraw-head-start", daemon=True)
-        self._behind = (stop, thread)
-        thread.start()
+        """`head_start(ids_of())` in a thread of its own, until the next `submit` (or `end_head_start`) stops it."""
+        self.ahead.behind(ids_of)
 
     def end_head_start(self) -> None:
-        """Stop a head start running behind (`head_start_behind`) after its batch in flight; keep what it ran."""
-        behind, self._behind = self._behind, None
-        if behind is not None:
-            behind[0].set()
-            behind[1].join()
-
-    def _take_ahead(self, ids: list[list[int]]) -> list[Any]:
-        self.end_head_start()
-        ahead, self._ahead = self._ahead, None
-        return ahead[1] if ahead is not None and ahead[0] == ids else []
+        """Stop a head start running behind after its batch in flight; keep what it ran."""
+        self.ahead.end()
 
     def __call__(self, texts: list[str]) -> Prediction:
         ids, truncated = self.encode(texts)
