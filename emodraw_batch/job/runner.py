@@ -30,6 +30,7 @@ from emodraw_batch.errors import ConfigError, EmodrawError, OutputError
 from emodraw_batch.files.layout import LABELS, STATS, STATS_SUMMARY, Layout, layout
 from emodraw_batch.inference.backends import Pending
 from emodraw_batch.inference.classifier import EmotionClassifier, Prediction, cached_classifier
+from emodraw_batch.inference.token_rows import EncodedIds
 from emodraw_batch.inference import language
 from emodraw_batch.job.dedup import Repeats, WindowPlan
 from emodraw_batch.job.windows import Prepared, encode_prepared, encode_window, prepare_window, token_bounded
@@ -210,22 +211,18 @@ def head_start_behind(job: Job) -> EmotionClassifier | None:
     ends it, and the shard's own task meets, retries and reports it. Returns the classifier (call its
     `end_head_start` once the flow is over, in case no shard ever submitted), None with nothing to label.
     """
-    if not any(s.name not in job.finished for s in job.shards):
-        return None
-    clf = classifier_for(job.resolved)  # as the shard tasks will load it (Plan.config); its errors are the run's
-    clf.head_start_behind(lambda: _first_window_ids(job))
-    return clf
-
-
-def _first_window_ids(job: Job) -> list[list[int]]:
-    """The token ids the first unfinished shard's first window sends to the model (none if all are done)."""
     shard = next((s for s in job.shards if s.name not in job.finished), None)
     if shard is None:
-        return []
-    table = next(read_windows(shard, job.config.window_rows))
-    # With dedup, the shard's first window sends only its first copies: encode it the same way.
-    clf = classifier_for(job.resolved)
-    return encode_window(table, job.config, clf, Repeats() if job.config.dedup else None)[1]
+        return None
+    clf = classifier_for(job.resolved)  # as the shard tasks will load it (Plan.config); its errors are the run's
+
+    def first_window_ids() -> EncodedIds:  # in the thread: what the shard's first window sends to the model
+        table = next(read_windows(shard, job.config.window_rows))
+        # With dedup, the shard's first window sends only its first copies: encode it the same way.
+        return encode_window(table, job.config, clf, Repeats() if job.config.dedup else None)[1]
+
+    clf.head_start_behind(first_window_ids)
+    return clf
 
 
 def label_shard(
