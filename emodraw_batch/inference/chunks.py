@@ -89,7 +89,7 @@ class Chunker:
         n_chunks = np.ones(len(ids), dtype=np.int32)
         long = np.flatnonzero(ids.lengths > self.max_length)
         if not len(long):  # the usual window: every text is one chunk, its ids as they are
-            return EncodedIds(ids.flat, ids.lengths), ChunkMap(np.arange(len(ids)), n_chunks, n_tokens)
+            return ids, ChunkMap(np.arange(len(ids)), n_chunks, n_tokens)
         pre, suf, body, step = self.prefix, self.suffix, self.body, self.step
         rows: list[np.ndarray] = []
         done = 0
