@@ -44,10 +44,12 @@ def write_corpus(path: Path, pool: list[str], tokenizer: object, rows: int, chun
     return path
 
 
-def run(corpus: Path, out: Path, model: Path, shard_rows: int, env: dict[str, str]) -> dict:
+def run(corpus: Path, out: Path, model: Path, shard_rows: int, env: dict[str, str], window_rows: int | None = None) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [*emodraw_cmd(), "run", str(corpus), "--output", str(out), "--model", str(model), "--device", "cpu"]
     cmd += ["--shard-rows", str(shard_rows), "--json", "--no-progress"]
+    if window_rows:
+        cmd += ["--window-rows", str(window_rows)]
     result = measure(cmd, env)
     summary = last_json(result["stdout"])
     shards = len(list((out / "labels").glob("*.parquet")))
@@ -70,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="100000,400000,2000000", help="Corpus sizes, smallest first.")
     parser.add_argument("--shard-rows", type=int, default=50_000, help="Rows per shard of the many-shards layout (0: skip it).")
+    parser.add_argument("--window-rows", type=int, default=None, help="--window-rows of every run (default: the CLI's).")
     parser.add_argument("--work", type=Path, default=Path("/tmp/emodraw-bench"), help="Cache for the model and corpora.")
     parser.add_argument("--data", type=Path, default=SHARED, help="Folder of *.txt sentences (text;label).")
     args = parser.parse_args()
@@ -85,7 +88,7 @@ def main() -> None:
     for rows in sizes:
         corpus = write_corpus(args.work / f"memory-{rows}.parquet", pool, tokenizer, rows)
         for layout, shard_rows in layouts.items():
-            result = run(corpus, args.work / f"out-memory-{rows}-{shard_rows}", model, shard_rows, env)
+            result = run(corpus, args.work / f"out-memory-{rows}-{shard_rows}", model, shard_rows, env, args.window_rows)
             results.append({"layout": layout, **result})
             print(f"  {layout}: {rows:,} rows, {result['shards']} shards -> peak RSS {result['peak_rss_mib']:.0f} MiB, "
                   f"{result['wall_s']:.0f} s", flush=True)

@@ -61,7 +61,7 @@ class RunConfig(BaseModel):
     # None sizes it from the device (see device.default_batch_tokens).
     batch_tokens: int | None = Field(None, ge=8)
     # Rows sorted together by length; bounds memory, never changes results.
-    window_rows: int = Field(50_000, ge=1)
+    window_rows: int = Field(25_000, ge=1)
     # Rows per shard (one output file each); shards are whole row groups.
     shard_rows: int = Field(1_000_000, ge=1)
     allow_pickle: bool = False
@@ -69,6 +69,10 @@ class RunConfig(BaseModel):
     # Within a shard, a repeated text goes through the model once and its copies get the same result
     # (job/dedup.py). In the fingerprint: a resumed run must not mix the two ways of labelling.
     dedup: bool = True
+    # The most distinct texts a shard remembers for dedup (~50 bytes each): memory then depends on this,
+    # not on the shard. A copy of a text seen within the last dedup_texts / 2 distinct ones is always
+    # served; an older one runs again (same label). Not in the fingerprint: it changes no label.
+    dedup_texts: int = Field(200_000, ge=2)
     skip_bad_files: bool = False
     # Statistics (see stats.py).
     group_by: tuple[str, ...] = ()

@@ -156,3 +156,53 @@ def test_dedup_memory_is_bounded_on_a_million_row_shard():
     # The peak too, window texts included (~9 bytes a row): 66 measured; 97 when the results were one
     # growable array, copied as it grew.
     assert _peak / rows <= 80, _peak / rows
+
+
+def fake_prediction(texts: list[str]) -> Prediction:
+    """What a model gives these texts: a value of each text's own (its number), the same every time it runs."""
+    values = np.array([int(t.split()[1]) for t in texts], dtype=np.float32)
+    return Prediction(np.repeat(values[:, None], 6, axis=1), values.astype(np.int32), np.zeros(len(texts), bool))
+
+
+def test_a_bounded_memory_serves_every_copy_and_forgets_only_texts_older_than_half_of_it():
+    """`Repeats(limit)`: windows planned one ahead of being served, as in a run. Every copy gets its text's
+    result; a text runs again only after at least limit / 2 other texts were new since it last ran; the state
+    holds about `limit` texts, not the stream's 3,000 distinct ones."""
+    rng = np.random.default_rng(3)
+    limit, window = 40, 25
+    repeats = Repeats(limit)
+    # A new text every ~3 rows; the others repeat recent texts, now and then an older one (geometric).
+    stream = [f"text {int(n)}" for n in np.maximum((np.arange(4000) * 0.3).astype(int) - rng.geometric(0.08, 4000) + 1, 0)]
+    windows = [stream[i:i + window] for i in range(0, len(stream), window)]
+    last_run: dict[str, int] = {}  # the slot each text took when it last ran
+    reruns = 0
+    planned = [repeats.plan(windows[0])]
+    for k, texts in enumerate(windows):
+        if k + 1 < len(windows):
+            planned.append(repeats.plan(windows[k + 1]))  # the next window is planned before this one is served
+        plan = planned[k]
+        ran = [texts[i] for i in plan.run]
+        for slot, text in enumerate(ran, start=plan.first_slot):
+            if text in last_run:
+                reruns += 1
+                assert slot - last_run[text] >= limit // 2, (text, slot, last_run[text])
+            last_run[text] = slot
+        served = repeats.serve(plan, fake_prediction(ran))
+        np.testing.assert_array_equal(served.probs, fake_prediction(texts).probs)  # every copy, its own text's result
+        assert repeats.nbytes <= 49 * (limit + 2 * window)  # two generations, and a window past the limit
+    assert len(set(stream)) > 25 * limit and reruns > 0
+    assert sum(len(p.run) for p in planned) < len(stream) // 2  # most copies were still served, not run
+
+
+def test_a_run_with_a_small_dedup_memory_labels_like_no_dedup(tiny_model, tmp_path):
+    """dedup_texts far below the shard's distinct texts: older repeats run again, nothing else changes."""
+    texts = repeated_corpus(400, seed=9)
+    corpus = write_corpus(tmp_path / "in.parquet", texts, row_group_size=100)
+    config = RunConfig(model=tiny_model, device="cpu", max_length=24, window_rows=37, dedup_texts=10)
+    small = runner.run([str(corpus)], tmp_path / "small", config)
+    whole = runner.run([str(corpus)], tmp_path / "whole", config.model_copy(update={"dedup_texts": 1_000_000}))
+    off = runner.run([str(corpus)], tmp_path / "off", config.model_copy(update={"dedup": False}))
+    assert_same_labels(labels(tmp_path / "small"), labels(tmp_path / "off"))  # rows, order, statuses, labels
+    assert small.rows == off.rows == len(texts)
+    ok, distinct = model_rows(texts, [slice(0, 400)])
+    assert whole.repeats == ok - distinct and 0 < small.repeats < whole.repeats

@@ -22,9 +22,11 @@ from conftest import SAME_MATHS_ATOL, make_texts, write_corpus
 from emodraw_batch.job import runner
 from emodraw_batch.config import RunConfig, load_config
 from emodraw_batch.errors import ConfigError
+from emodraw_batch.inference.backends import onnx_forward
 from emodraw_batch.inference.device import (
     CPU_BATCH_TOKENS,
     CPU_BF16_BATCH_TOKENS,
+    CPU_ONNX_BATCH_TOKENS,
     MAX_GPU_BATCH_TOKENS,
     MIN_GPU_BATCH_TOKENS,
     activation_bytes_per_token,
@@ -249,6 +251,11 @@ def test_cpu_budget_is_per_precision_and_reaches_the_classifier(tiny_model):
     assert bf16.batch_tokens == bf16.describe()["batch_tokens"] == CPU_BF16_BATCH_TOKENS
     assert asked.batch_tokens == 512  # a budget asked for is kept
     assert EmotionClassifier(tiny_model, device="cpu", precision="fp32", runtime="torch").batch_tokens == CPU_BATCH_TOKENS
+    # ONNX Runtime runs each batch on one core: smaller batches (bench/CPU.md)
+    assert default_batch_tokens("cpu", None, 128, "fp32", "onnx") == CPU_ONNX_BATCH_TOKENS < CPU_BATCH_TOKENS
+    if onnx_forward.available():
+        onnx = EmotionClassifier(tiny_model, device="cpu", precision="fp32", runtime="onnx")
+        assert onnx.batch_tokens == onnx.describe()["batch_tokens"] == CPU_ONNX_BATCH_TOKENS
 
 
 # -- the overlap tools themselves ------------------------------------------------------------

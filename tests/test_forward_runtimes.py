@@ -71,6 +71,26 @@ def test_export_is_cached_and_reused(cache, monkeypatch):
     np.testing.assert_array_equal(second(texts).probs, first(texts).probs)
 
 
+@needs_onnx
+def test_onnx_batches_run_in_parallel_give_each_batch_its_own_result(cache):
+    """Batches run on a pool of threads, finishing out of order: every row still gets exactly what
+    its batch gives run alone, and a batch that fails raises when the window is collected."""
+    clf = EmotionClassifier(SHIPPED, device="cpu", precision="fp32", runtime="onnx", batch_tokens=64)
+    backend = onnx_forward.OnnxForward(clf.backend.folder, threads=3)
+    ids, _ = clf.encode(make_texts(120, seed=8, max_words=30))
+    batches = list(clf.batcher.batches(ids))
+    assert len(batches) > 10  # more batches than threads and queue slots
+    pending = backend.pending(len(ids), np.concatenate([b for b, _, _ in batches]),
+                              [backend.run(input_ids, lengths) for _, input_ids, lengths in batches])
+    alone = np.concatenate([backend(input_ids, (np.arange(input_ids.shape[1]) < lengths[:, None]).astype(np.int64))
+                            for _, input_ids, lengths in batches])
+    np.testing.assert_array_equal(pending.probs, alone)
+    np.testing.assert_array_equal(clf.collect(pending), clf.forward(ids))
+    bad = backend.run(np.zeros((2, 3), dtype=np.int32), np.array([3, 3]))  # int32 ids: the graph wants int64
+    with pytest.raises(Exception, match="(?i)int64|type"):
+        backend.pending(2, np.arange(2), [bad])
+
+
 def test_onnx_runtime_settings_are_checked_before_loading(monkeypatch):
     onnx_forward.check("torch", "cuda:0", "bf16")  # the default runtime accepts everything
     with pytest.raises(ConfigError, match="runs on the CPU"):

@@ -94,7 +94,7 @@ class EmotionClassifier:
         self.columns = [column_name(label) for label in self.labels]
         if len(set(self.columns)) != len(self.columns):
             raise ModelError(f"Checkpoint {model!r} has labels that clash as column names: {self.labels}.")
-        budget = batch_tokens or default_batch_tokens(self.device, loaded.config, self.max_length, self.precision)
+        budget = batch_tokens or default_batch_tokens(self.device, loaded.config, self.max_length, self.precision, self.runtime)
         self.batcher = Batcher(loaded.tokenizer_json, self.max_length, loaded.truncation_side, loaded.pad_id, budget,
                                self.fast["pad_multiple"], self.fast["prepare_in_encode"])
         self.long_texts = self.batcher.long_texts(long_texts, chunk_overlap, max_chunks, chunk_aggregation)

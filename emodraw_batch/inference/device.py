@@ -18,6 +18,10 @@ CPU_BATCH_TOKENS = 1024
 # from more rows per call; on ALBERT-base, 400 rows of the benchmark mix, 2 threads, batches of 2k
 # tokens ran faster than batches of 1k (docs/performance.md, issue 22 item 7).
 CPU_BF16_BATCH_TOKENS = 2048
+# ONNX Runtime runs each batch on one thread, several batches at once (backends/onnx_forward.py):
+# on one core's cache, 512-token batches ran ~6% faster than 1,024 (ALBERT-base, 400 rows, 2 threads;
+# 384 and 768 alike, 2,048 slower; bench/CPU.md).
+CPU_ONNX_BATCH_TOKENS = 512
 MIN_GPU_BATCH_TOKENS = 8192
 MAX_GPU_BATCH_TOKENS = 262_144
 # Share of the free GPU memory that one forward pass may use for activations; the rest is
@@ -168,13 +172,15 @@ def gpu_batch_tokens(
 
 
 def default_batch_tokens(
-    device: str, config: Any = None, max_length: int = 128, precision: str | None = None
+    device: str, config: Any = None, max_length: int = 128, precision: str | None = None, runtime: str = "torch"
 ) -> int:
-    """A token budget that fits the device: fixed on CPU (by precision: bf16 gets its own), sized to free memory on CUDA.
+    """A token budget that fits the device: fixed on CPU (by runtime and precision), sized to free memory on CUDA.
 
     `precision` None (training's call) is the CPU's fp32 budget and bf16's activation size on CUDA.
     """
     if not device.startswith("cuda"):
+        if runtime == "onnx":
+            return CPU_ONNX_BATCH_TOKENS
         return CPU_BF16_BATCH_TOKENS if precision == "bf16" else CPU_BATCH_TOKENS
     import torch
 

@@ -42,6 +42,7 @@ class ClassifySettings(TypedDict, total=False):
     allow_pickle: bool
     cast_text: bool
     dedup: bool
+    dedup_texts: int
     languages: str
     language_confidence: float
     long_texts: Literal["truncate", "chunk"]
@@ -133,7 +134,7 @@ def classify(
     process and settings and then reused; `settings` are RunConfig's model settings (device,
     precision, runtime, max_length, long_texts, chunk_overlap, max_chunks, chunk_aggregation, batch_tokens,
     window_rows, revision, allow_pickle, cast_text, dedup: a text repeated in `data` is run once, its copies
-    get its result).
+    get its result, dedup_texts: how many distinct texts it remembers for that).
     Bad input raises the run's errors (`InputError`, `ConfigError`, `ModelError`: EmodrawError).
     """
     import polars as pl

@@ -5,10 +5,18 @@ shard, each window's texts are looked up by a 128-bit BLAKE2b hash of the exact 
 classifier receives (the cleaned text, `text.prepare`): only the first occurrence of each text
 is tokenized and run; its result (every column of its `Prediction`) is kept by slot and copied
 to later copies, bit for bit. Texts are never kept, only hashes: the state costs 49 bytes per
-distinct text (16 hash + 4 slot + the result: 6 float32 probabilities, token count, flag), 49 MB
-on 1,000,000 distinct texts, and at most ~66 bytes a text at its peak, when merging index runs
-briefly doubles the index (tests/test_dedup.py bounds both). The results are kept window by
-window: one growable array used to copy itself as it grew, a peak of ~97 bytes a text.
+distinct text remembered (16 hash + 4 slot + the result: 6 float32 probabilities, token count,
+flag), and at most ~66 bytes a text at its peak, when merging index runs briefly doubles the
+index (tests/test_dedup.py bounds both). The results are kept window by window: one growable
+array used to copy itself as it grew, a peak of ~97 bytes a text.
+
+A shard remembers at most `limit` distinct texts (`dedup_texts`), so memory depends on that
+setting, not on how many distinct texts a shard holds: the texts are remembered in two
+generations of `limit / 2`; when the newer one is full, the older one is forgotten (its hashes
+and results) and the newer one becomes the older. A copy of a text seen within the last `limit / 2`
+distinct texts is always served; an older one runs again (and is remembered again), which costs
+one more forward pass and gives the same result, but for the last bits that batching changes. Retweets and campaigns repeat in bursts, which the
+window of recent texts catches.
 
 A 128-bit hash makes a collision (two different texts served as one) practically impossible:
 about 1e-27 for a shard of a million distinct texts.
@@ -44,6 +52,7 @@ class WindowPlan:
     run: np.ndarray
     slots: np.ndarray
     first_slot: int  # the slot of run[0]: the new texts take first_slot, first_slot + 1, ...
+    keep_from: int = 0  # no window planned after this one uses a slot below it: their results may go
 
     @property
     def repeats(self) -> int:
@@ -97,7 +106,12 @@ class _Store:
     def __init__(self) -> None:
         self.chunks: list[dict[str, np.ndarray]] = []
         self.starts: list[int] = []  # the first slot of each chunk
-        self.size = 0
+        self.size = 0  # slots appended so far (forgetting chunks does not renumber the others)
+
+    def forget_before(self, slot: int) -> None:
+        """Drop the chunks whose slots are all below `slot` (a forgotten generation)."""
+        while self.chunks and self.starts[0] + len(next(iter(self.chunks[0].values()))) <= slot:
+            del self.chunks[0], self.starts[0]
 
     def append(self, columns: dict[str, np.ndarray]) -> None:
         n = len(next(iter(columns.values())))
@@ -126,11 +140,15 @@ class Repeats:
     """One shard's memory of the texts labelled so far: `plan` a window, then `serve` its prediction.
 
     Windows must be served in the order they were planned. `plan` may run ahead of `serve` (in the
-    prefetch thread, a window ahead): it touches only the hash index, `serve` only the results.
+    prefetch thread, a window ahead): it touches only the hash indexes, `serve` only the results.
+    `limit`: the most distinct texts remembered (None: every one in the shard).
     """
 
-    def __init__(self) -> None:
-        self._index = _HashIndex()
+    def __init__(self, limit: int | None = None) -> None:
+        self._generation = max(limit // 2, 1) if limit else None  # distinct texts a generation holds
+        self._older, self._newer = _HashIndex(), _HashIndex()
+        self._newer_from = 0  # the first slot of the newer generation
+        self._keep_from = 0  # the first slot of the older one: slots below it are forgotten
         self._planned = 0  # slots handed out by plan
         self._store = _Store()
 
@@ -138,15 +156,23 @@ class Repeats:
         """Find the texts of this window that the model must run; give each text its result's slot."""
         keys = digests(texts)
         unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        slot_of = self._index.find(unique)
+        slot_of = self._newer.find(unique)
+        unknown = np.flatnonzero(slot_of < 0)
+        slot_of[unknown] = self._older.find(unique[unknown])
         new = np.flatnonzero(slot_of < 0)
         new = new[np.argsort(first[new], kind="stable")]  # the new texts in row order
         slot_of[new] = self._planned + np.arange(len(new))
-        plan = WindowPlan(run=first[new], slots=slot_of[inverse.reshape(-1)], first_slot=self._planned)
+        first_slot = self._planned
         self._planned += len(new)
         by_key = np.sort(new)  # `unique` is sorted, so its positions in order keep the new keys sorted
-        self._index.add(unique[by_key], slot_of[by_key])
-        return plan
+        self._newer.add(unique[by_key], slot_of[by_key])
+        if self._generation is not None and self._planned - self._newer_from >= self._generation:
+            # The newer generation is full: forget the older one. Windows planned from now on only
+            # find slots from `_keep_from` on; `serve` drops the results below it once this one is served.
+            self._older, self._newer = self._newer, _HashIndex()
+            self._keep_from, self._newer_from = self._newer_from, self._planned
+        return WindowPlan(run=first[new], slots=slot_of[inverse.reshape(-1)], first_slot=first_slot,
+                          keep_from=self._keep_from)
 
     def serve(self, plan: WindowPlan, prediction: Prediction) -> Prediction:
         """The prediction for every text of the window, from `prediction` of the texts `plan.run`."""
@@ -155,9 +181,11 @@ class Repeats:
         fields = ((f.name, getattr(prediction, f.name)) for f in dataclasses.fields(prediction))
         columns = {name: np.asarray(value) for name, value in fields if value is not None}  # None: an unused column
         self._store.append(columns)
-        return dataclasses.replace(prediction, **self._store.gather(plan.slots, columns))
+        served = dataclasses.replace(prediction, **self._store.gather(plan.slots, columns))
+        self._store.forget_before(plan.keep_from)
+        return served
 
     @property
     def nbytes(self) -> int:
-        """The state's size in bytes (hash index and results)."""
-        return self._index.nbytes + self._store.nbytes
+        """The state's size in bytes (hash indexes and results)."""
+        return self._older.nbytes + self._newer.nbytes + self._store.nbytes

@@ -1,11 +1,11 @@
 """Forward backends: one batch of padded ids in, its probabilities out, behind one small interface.
 
-    run(input_ids, lengths) -> handle     one batch (a device tensor, or numpy), without waiting for it
+    run(input_ids, lengths) -> handle     one batch (a device tensor, or a Future), without waiting for it
     pending(rows, order, handles) -> Pending   a window's handles on their way back to the host
 
 `collect(pending)` then waits (the window's one host synchronisation) and puts the rows back in
 order. torch_forward.py runs transformers on torch (CPU or CUDA, every precision and GPU fast path);
-onnx_forward.py runs an ONNX Runtime export (fp32 on the CPU). A new backend is one more module here.
+onnx_forward.py runs an ONNX Runtime export (fp32 on the CPU, batches in parallel on a thread pool). A new backend is one more module here.
 """
 
 from __future__ import annotations

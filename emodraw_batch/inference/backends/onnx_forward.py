@@ -22,7 +22,9 @@ import hashlib
 import importlib.util
 import json
 import os
+import threading
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -149,24 +151,33 @@ def load_cached(source: str) -> tuple[OnnxForward, dict[str, Any]] | None:
 
 
 class OnnxForward:
-    """`forward(input_ids, attention_mask) -> fp32 probabilities` with ONNX Runtime on the CPU."""
+    """`forward(input_ids, attention_mask) -> fp32 probabilities` with ONNX Runtime on the CPU.
+
+    Data parallel: `threads` batches run at once, each on one thread (`run` queues a batch on a
+    pool and returns its Future), rather than one batch at a time split over `threads` threads.
+    Splitting a batch makes every operator wait for its slowest thread, so a thread that loses its
+    core for a moment (the run's reading, tokenizing and writing threads, Prefect's server and
+    client share the cores) stalls the other: with one busy process beside it on 2 cores, 400
+    rows of ALBERT-base took 27.5 s split and 21.3 s data parallel; 14.5 and 14.3 s on idle cores
+    (same batches, same probabilities bit for bit; docs/performance.md).
+    """
 
     def __init__(self, folder: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         self.folder = folder
         self.path = folder / "model.onnx"
+        # As many batches at once as torch would use threads (OMP_NUM_THREADS, else the cores).
+        self.threads = threads or _default_threads()
         options = ort.SessionOptions()
-        # As many threads as torch would use (OMP_NUM_THREADS, else the cores), so the two compare fairly.
-        options.intra_op_num_threads = threads or _default_threads()
+        options.intra_op_num_threads = 1  # each run on the thread that calls it: no pool to wait on
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        # Threads that wait for work sleep instead of spinning: a run shares the cores with its reading,
-        # tokenizing and writing threads and Prefect's server and client, and spinning threads took
-        # their time slices. 2,000 rows, 2 cores, ALBERT-base: 2.2 s faster a run (3 of 3 paired rounds),
-        # the same speed alone (docs/performance.md).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="emodraw-onnx")
+        # Batches queued or running at most: every thread has its next batch ready, and no more
+        # padded batches than that wait in memory (`run` blocks the caller until one finishes).
+        self._slots = threading.BoundedSemaphore(2 * self.threads)
 
     @classmethod
     def export_and_load(cls, model: Any, source: str, tokenizer_json: str, meta: dict[str, Any]) -> OnnxForward:
@@ -193,12 +204,17 @@ class OnnxForward:
         """The checkpoint's tokenizer as saved at export (model.truncating_tokenizer sets it up)."""
         return (self.folder / "tokenizer.json").read_text()
 
-    def run(self, input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """One batch -> fp32 probabilities (numpy: ONNX Runtime returns when done)."""
-        return self(input_ids, lengths_mask(input_ids, lengths))
+    def run(self, input_ids: np.ndarray, lengths: np.ndarray) -> Future[np.ndarray]:
+        """Queue one batch on the pool; its Future gives the fp32 probabilities."""
+        mask = lengths_mask(input_ids, lengths)
+        self._slots.acquire()
+        future = self._pool.submit(self, input_ids, mask)
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
 
-    def pending(self, rows: int, order: np.ndarray, outputs: list[np.ndarray]) -> Pending:
-        return Pending(rows, order, np.concatenate(outputs))  # (and torch need not be imported at all)
+    def pending(self, rows: int, order: np.ndarray, outputs: list[Future[np.ndarray]]) -> Pending:
+        """Waits for the window's batches (a batch's error is raised here); torch need not be imported at all."""
+        return Pending(rows, order, np.concatenate([future.result() for future in outputs]))
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         logits = self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
