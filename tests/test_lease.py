@@ -252,6 +252,34 @@ def test_a_holder_whose_lease_was_taken_over_neither_renews_over_it_nor_deletes_
     assert lease.read(fs, path)["token"] == "theirs"  # its exit leaves the other run's lease in place
 
 
+def test_a_holder_stalled_between_reading_and_renewing_its_lease_reads_again_instead_of_writing(spot, monkeypatch):
+    """The stall lands after the renewal's read showed this run's lease, before its write; meanwhile another
+    run took the lease over. The renewal must not write its stale lease over the other's."""
+    fs, path = spot
+    monkeypatch.setattr(lease, "RENEW_S", 0.05)
+    mine = lease.Lease(fs, path, refuse)
+    mine._write()
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    theirs = {"host": "elsewhere", "pid": 1, "since": now, "renewed": now, "token": "theirs"}
+    real_read, calls = lease.read, []
+
+    def stalled_read(fs_, path_):
+        found = real_read(fs_, path_)
+        if not calls:  # the first read: the process stops here, and the other run takes over meanwhile
+            time.sleep(2 * lease.RENEW_S)
+            write_holder(fs, path, **theirs)
+        calls.append(found)
+        return found
+
+    monkeypatch.setattr(lease, "read", stalled_read)
+    rounds = iter([False, False, True])  # two renewals come due, then the block ends
+    mine._stop = type("Stop", (), {"wait": lambda self, timeout: next(rounds), "set": lambda self: None})()
+    mine._renew()
+    assert calls[0]["token"] == mine.token  # the stale read named this run ...
+    assert real_read(fs, path)["token"] == "theirs"  # ... but nothing was written over the other's lease
+    assert mine.lost["token"] == "theirs"
+
+
 def test_the_expiry_can_be_shortened_for_tests_by_one_environment_variable():
     code = "from emodraw_batch.files import lease; print(lease.LEASE_S, lease.RENEW_S)"
     env = {**os.environ, "EMODRAW_LEASE_EXPIRY_S": "3"}

@@ -13,10 +13,13 @@ watching the lease stay unchanged for LEASE_S on this machine's monotonic clock.
 pyarrow filesystem.
 
 A holder that stalled past LEASE_S (a GC pause, SIGSTOP, a network cut) may find its lease taken
-over when it wakes up. It never writes over the other run's lease: each renewal reads the lease
-first and stops for good (`lost`) when it names another token, and the end of the block deletes
-only a lease that still names this one. Its shards check the token before they are published
-(files/guard.py), so it writes nothing more. The token is the run's id (run.json, job/plan.py).
+over when it wakes up. It does not write over the other run's lease: each renewal reads the lease
+first and stops for good (`lost`) when it names another token, it writes only if no more than
+RENEW_S passed since it asked for that read (else it reads again), and the end of the block deletes
+only a lease that still names this one. A store without conditional writes leaves one gap: a stall
+that lands inside the renewal's own write (milliseconds every RENEW_S) lets that write land after
+the takeover. Then both runs stop, and neither publishes anything more: its shards check run.json
+and the token before they are published (files/guard.py). The token is the run's id (run.json, job/plan.py).
 """
 
 from __future__ import annotations
@@ -148,12 +151,17 @@ class Lease:
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_S):
             try:
+                asked = time.monotonic()
                 holder = read(self.fs, self.path)
                 if holder is None or holder.get("token") != self.token:
                     # Taken over (this process stalled past LEASE_S) or removed: never write over
                     # another run's lease; this run's shards see it too and stop (files/guard.py).
                     self.lost = holder or {}
                     return
+                if time.monotonic() - asked > RENEW_S:
+                    # Stalled since the read was asked for (a stop, a pause, a slow store): another run
+                    # may have taken the lease meanwhile. Read it again rather than write over it.
+                    continue
                 self._write()
             except Exception:  # noqa: BLE001 - a missed renewal is retried; the lease is long
                 pass
