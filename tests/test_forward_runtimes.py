@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import SAME_MATHS_ATOL, make_texts
-from emodraw_batch.inference.backends import onnx_forward
+from emodraw_batch.inference.backends import lengths_mask, onnx_forward
 from emodraw_batch.errors import ConfigError
 from emodraw_batch.inference.classifier import EmotionClassifier
 
@@ -82,8 +82,7 @@ def test_onnx_batches_run_in_parallel_give_each_batch_its_own_result(cache):
     assert len(batches) > 10  # more batches than threads and queue slots
     pending = backend.pending(len(ids), np.concatenate([b for b, _, _ in batches]),
                               [backend.run(input_ids, lengths) for _, input_ids, lengths in batches])
-    alone = np.concatenate([backend(input_ids, (np.arange(input_ids.shape[1]) < lengths[:, None]).astype(np.int64))
-                            for _, input_ids, lengths in batches])
+    alone = np.concatenate([backend(input_ids, lengths_mask(input_ids, lengths)) for _, input_ids, lengths in batches])
     np.testing.assert_array_equal(pending.probs, alone)
     np.testing.assert_array_equal(clf.collect(pending), clf.forward(ids))
     bad = backend.run(np.zeros((2, 3), dtype=np.int32), np.array([3, 3]))  # int32 ids: the graph wants int64
