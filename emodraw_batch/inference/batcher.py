@@ -7,7 +7,6 @@ the attention mask from the lengths.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ from emodraw_batch.inference.batching import pack
 from emodraw_batch.errors import ConfigError
 from emodraw_batch.inference.chunks import Chunker, check_aggregation, special_tokens
 from emodraw_batch.inference.fast_paths import bucket_width
-from emodraw_batch.inference.token_rows import EncodedIds, row_lengths
+from emodraw_batch.inference.token_rows import EncodedIds
 
 # Texts per call of the Rust tokenizer: enough for its thread pool, few enough that the call's
 # Encodings (~6 KB for a tweet: tokens, masks, offsets; only the ids are kept) stay small. Freed
@@ -33,11 +32,8 @@ Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # (row indices, input ids (ro
 
 def flatten(ids: list[list[int]] | EncodedIds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(flat, starts, lengths): rows of token ids stored back to back, the layout `pad_batch` pads from."""
-    if isinstance(ids, EncodedIds):
-        return ids.flat, ids.starts, ids.lengths  # already so: no copy
-    lengths = row_lengths(ids)
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-    return flat, np.cumsum(lengths) - lengths, lengths
+    ids = EncodedIds.of(ids)  # an EncodedIds is already so: no copy
+    return ids.flat, ids.starts, ids.lengths
 
 
 def pad_batch(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -84,7 +84,7 @@ class Chunker:
 
     def split(self, ids: EncodedIds | list[list[int]]) -> tuple[EncodedIds, ChunkMap]:
         """Chunk rows (in text order, each text's windows in reading order) and the map back to the texts."""
-        ids = ids if isinstance(ids, EncodedIds) else EncodedIds.from_rows(ids)
+        ids = EncodedIds.of(ids)
         n_tokens = ids.lengths.astype(np.int32)
         n_chunks = np.ones(len(ids), dtype=np.int32)
         long = np.flatnonzero(ids.lengths > self.max_length)

@@ -44,6 +44,11 @@ class EncodedIds:
         return cls(np.fromiter(itertools.chain.from_iterable(rows), DTYPE, count=int(lengths.sum())), lengths)
 
     @classmethod
+    def of(cls, ids: EncodedIds | Iterable[Sequence[int]]) -> EncodedIds:
+        """`ids` itself if it is one already (no copy), else `from_rows(ids)`."""
+        return ids if isinstance(ids, EncodedIds) else cls.from_rows(ids)
+
+    @classmethod
     def joined(cls, pieces: Sequence[EncodedIds]) -> EncodedIds:
         """The rows of `pieces`, one after the other."""
         if not pieces:

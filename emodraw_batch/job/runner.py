@@ -132,6 +132,11 @@ def label_metadata(config: RunConfig, clf: EmotionClassifier) -> dict[str, Any]:
 OnWindow = Callable[[pa.Table, np.ndarray, Prediction], None]
 
 
+def repeats_for(config: RunConfig) -> Repeats | None:
+    """A shard's memory of repeated texts (dedup.py), as `config` sets it; None with dedup off."""
+    return Repeats(config.dedup_texts) if config.dedup else None
+
+
 def label_windows(
     windows: Iterable[pa.Table],
     config: RunConfig,
@@ -152,7 +157,7 @@ def label_windows(
     With `config.dedup`, a text repeated in `windows` runs once and its copies get its result (dedup.py).
     Returns how many rows were served by such a repeat.
     """
-    repeats = Repeats(config.dedup_texts) if config.dedup else None
+    repeats = repeats_for(config)
     served = 0
 
     def prepared() -> Iterator[tuple[pa.Table, Prepared]]:
@@ -219,7 +224,7 @@ def head_start_behind(job: Job) -> EmotionClassifier | None:
     def first_window_ids() -> EncodedIds:  # in the thread: what the shard's first window sends to the model
         table = next(read_windows(shard, job.config.window_rows))
         # With dedup, the shard's first window sends only its first copies: encode it the same way.
-        return encode_window(table, job.config, clf, Repeats(job.config.dedup_texts) if job.config.dedup else None)[1]
+        return encode_window(table, job.config, clf, repeats_for(job.config))[1]
 
     clf.head_start_behind(first_window_ids)
     return clf
