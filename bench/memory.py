@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -58,12 +59,6 @@ def run(corpus: Path, out: Path, model: Path, shard_rows: int, env: dict[str, st
     shards = len(list((out / "labels").glob("*.parquet")))
     return {"rows": summary["rows"], "shards": shards, "peak_rss_mib": round(result["peak_rss_mib"], 1),
             "wall_s": round(result["wall_s"], 1), "rss_timeline": result["rss_timeline"]}
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def table(results: list[dict]) -> str:
