@@ -35,7 +35,7 @@ from emodraw_batch.inference import language
 from emodraw_batch.job.dedup import Repeats, WindowPlan
 from emodraw_batch.job.windows import Prepared, encode_prepared, encode_window, prepare_window, token_bounded
 from emodraw_batch.job.plan import Plan, ShardResult, plan
-from emodraw_batch.job.prefetch import SerialWorker, cap_malloc_arenas, prefetch
+from emodraw_batch.job.prefetch import SerialWorker, cap_malloc_arenas, prefetch, release_freed_memory
 from emodraw_batch.files.reader import Shard, read_windows
 from emodraw_batch.job.validate import Job, validate
 from emodraw_batch.files.writer import AtomicParquetWriter, label_table, output_schema, read_metadata
@@ -266,10 +266,9 @@ def label_shard(
     with AtomicParquetWriter(out.labels, shard.name, schema, out.fs, check) as writer:
         repeats = label_windows(itertools.chain([first], windows), config, clf, schema, writer.write, count)
         writer.counts["repeats"] = repeats  # in the file's footer: a resumed run reports it (plan.result_from_file)
-    # Give the memory pool's freed blocks back between shards: pyarrow's allocator (mimalloc) keeps
-    # them otherwise, and each shard's peak lands on top of the last one's leftovers, so peak RSS
-    # crept up with the number of shards (+50 MiB over 6 shards of 50k rows; tests/test_memory.py).
-    pa.default_memory_pool().release_unused()
+    # And this thread's, between shards: each shard's peak would land on top of the last one's
+    # leftovers (+50 MiB over 6 shards of 50k rows before; tests/test_memory.py).
+    release_freed_memory()
     emotions_found = {label: int(c) for label, c in zip(clf.labels, emotions) if c}
     return ShardResult(
         output=f"{LABELS}/{shard.name}",
