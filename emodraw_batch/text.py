@@ -47,8 +47,9 @@ def prepare(column: pa.Array | pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
     if pa.types.is_string_view(column.type):
         column = column.cast(pa.large_string())
     raw = _as_valid_utf8(column).to_pylist()
-    # In Python, not Arrow's regex kernels: replace_substring_regex held ~60 MiB of RE2 memory per
-    # call at its height (a 25,000-row window), the largest transient of a run (docs/performance.md).
+    # In Python, not Arrow's regex kernels: two replace_substring_regex calls on 25,000-row windows
+    # raised RSS ~60 MiB above reading alone, outside pyarrow's pool: a run's largest transient
+    # (docs/performance.md).
     texts = [t.translate(_CLEAN) if t and _DIRTY.search(t) else (t or "") for t in raw]
     # str.isspace (str.strip's whitespace) is Arrow's utf8_trim_whitespace's, code point for code point.
     status = np.array(

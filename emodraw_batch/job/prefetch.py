@@ -61,7 +61,7 @@ def release_freed_memory() -> None:
     pyarrow's allocator (mimalloc) keeps a thread's freed pages in that thread's own heap, and
     `release_unused` collects the calling thread's only: called once a shard from the main thread,
     it left the reading and writing threads' heaps full. Per window in those threads, a shard's
-    peak RSS fell by 20-27 MiB (library path, 100,000 and 1 million rows, docs/performance.md),
+    peak RSS fell by 12-31 MiB (library path, 100,000 and 1 million rows, docs/performance.md),
     for a microsecond a call.
     """
     pa.default_memory_pool().release_unused()
