@@ -24,6 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+from emodraw_batch.memory import tune_allocators  # noqa: E402
+
+tune_allocators()  # before pyarrow and polars load: their allocators read these settings once (memory.py)
+
 from emodraw_batch.errors import EmodrawError  # noqa: E402  (light: no torch, no transformers)
 
 _LAZY = {

@@ -18,7 +18,7 @@ import json, re, sys
 from emodraw_batch.config import load_config
 from emodraw_batch.job.runner import run
 # dedup off: the corpus draws from 1,000 texts, and every row must go through the model's pipeline.
-cfg = load_config(model=sys.argv[1], device="cpu", max_length=16, window_rows=10_000, shard_rows=50_000, dedup=False)
+cfg = load_config(model=sys.argv[1], device="cpu", max_length=16, window_rows=10_000, shard_rows=int(sys.argv[4]), dedup=False)
 summary = run([sys.argv[2]], sys.argv[3], cfg)
 # VmHWM is this process's own peak RSS; ru_maxrss would include the forking parent's.
 peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
@@ -36,23 +36,27 @@ def corpus(path, rows: int) -> str:
     return str(path)
 
 
-def peak(tiny_model, tmp_path, rows: int) -> dict:
+def peak(tiny_model, tmp_path, rows: int, shard_rows: int) -> dict:
     src = corpus(tmp_path / f"in{rows}.parquet", rows)
     out = subprocess.run(
-        [sys.executable, "-c", JOB, tiny_model, src, str(tmp_path / f"out{rows}")],
+        [sys.executable, "-c", JOB, tiny_model, src, str(tmp_path / f"out{rows}"), str(shard_rows)],
         capture_output=True, text=True, check=True, timeout=600,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_peak_memory_flat_in_row_count(tiny_model, tmp_path):
-    small = peak(tiny_model, tmp_path, 60_000)
-    large = peak(tiny_model, tmp_path, 300_000)
+@pytest.mark.parametrize("shard_rows", [50_000, 10**9], ids=["shards", "one-shard"])
+def test_peak_memory_flat_in_row_count(tiny_model, tmp_path, shard_rows):
+    # A first run exports the model to ONNX (torch loaded, ~560 MiB): done here, so that it is neither
+    # run that is compared (it made the smaller corpus's peak more than twice the other's).
+    peak(tiny_model, tmp_path, 10_000, shard_rows)
+    small = peak(tiny_model, tmp_path, 60_000, shard_rows)
+    large = peak(tiny_model, tmp_path, 300_000, shard_rows)
     assert (small["rows"], large["rows"]) == (60_000, 300_000)
-    # Within 10% (issue 22), five times the rows. Holding the extra 240k rows would cost > 240 MiB for
-    # the payload column alone; allocator noise is a few MiB (measured: 622 MiB peak at 60k rows, 637 MiB
-    # at 300k on the torch runtime; 466 and 475 MiB on ONNX Runtime, with the memory pool released after
-    # each shard): 10% of the smaller peak is ~45 MiB.
+    # Within 10% (issue 22), five times the rows, in 50,000-row shards and in one shard. Holding the
+    # extra 240k rows would cost > 240 MiB for the payload column alone; allocator noise is a few MiB
+    # (measured on ONNX Runtime: 203-212 MiB at 60k rows, 213-214 at 300k, both layouts; one shard
+    # 243 and 254 with pyarrow's and polars' allocators at their own settings, memory.py): 10% is ~21 MiB.
     assert large["peak_kib"] <= 1.10 * small["peak_kib"], (small, large)
 
 
@@ -105,13 +109,14 @@ def test_statistics_memory_flat_in_row_count(tmp_path):
     # Keeping each classified row's score and keys (polars' exact median did) costs >100 bytes a row:
     # > 43 MiB for the 450k extra rows (measured: 64-96 MiB at 150k rows, 146-184 at 600k). With the
     # medians of the 24 (source, emotion) pairs counted (600k: > 16,384 rows each) and streaming
-    # queries: 77 and 90 MiB, the difference being polars' and pyarrow's allocators keeping freed pages.
+    # queries: 77 and 90 MiB, the difference being polars' and pyarrow's allocators keeping freed pages;
+    # with those returning freed pages at once (memory.py): 84-85 and 84 MiB.
     assert growth_mib < 45, (small, large)
 
 
 ARENAS_JOB = """
 import ctypes, re, sys, tempfile, threading
-from emodraw_batch.job.prefetch import cap_malloc_arenas
+from emodraw_batch.memory import cap_malloc_arenas
 if sys.argv[1] == "cap":
     cap_malloc_arenas()
 together = threading.Barrier(6)
@@ -167,3 +172,33 @@ def test_reading_a_shard_holds_one_window_not_the_chunks_read(tmp_path):
     # ahead and kept them until the file was closed: 37-47 MiB live here, 196 MiB after 40 windows
     # of a 2-million-row corpus; memory grew with the shard, not the window.
     assert max(live) / 2**20 < 3 * 5, [round(b / 2**20) for b in live]
+
+
+def _options(code: str, **env: str) -> str:
+    """stderr of `code` run in a fresh interpreter, without the allocator settings in its environment but `env`."""
+    from emodraw_batch.memory import ALLOCATOR_ENV
+
+    base = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**base, **env})
+    return done.stderr
+
+
+def test_importing_emodraw_batch_sets_pyarrows_allocator_before_it_loads():
+    code = "import emodraw_batch, pyarrow as pa; pa.array([1])"
+    out = _options(code, MIMALLOC_VERBOSE="1")
+    if "option 'purge_delay'" not in out:
+        pytest.skip("pyarrow's pool here is not mimalloc v3 (no options printed)")
+    # mimalloc read them when pyarrow loaded: freed pages go back at once, no transparent huge pages
+    assert "option 'purge_delay': 0 " in out and "option 'allow_thp': 0 " in out, out
+    # a setting the user made wins
+    out = _options(code, MIMALLOC_VERBOSE="1", MIMALLOC_PURGE_DELAY="250")
+    assert "option 'purge_delay': 250 " in out, out
+
+
+def test_importing_emodraw_batch_sets_polars_jemalloc_decay():
+    # stats_print makes jemalloc print its options (at exit); polars appends our setting to its own
+    code = "import os, emodraw_batch; os.environ['_RJEM_MALLOC_CONF'] += ',stats_print:true'; import polars"
+    out = _options(code)
+    if "opt.dirty_decay_ms" not in out:
+        pytest.skip("polars here is not built with jemalloc")
+    assert "opt.dirty_decay_ms: 0 " in out and "opt.muzzy_decay_ms: 0 " in out, out[:2000]

@@ -14,57 +14,19 @@ all release the GIL, and a thread shares the loaded model and tokenizer for free
 
 from __future__ import annotations
 
-import ctypes
-import os
 import queue
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import pyarrow as pa
+from emodraw_batch.memory import release_freed_memory
 
 T = TypeVar("T")
 
 _DONE = object()
 # How often a blocked producer checks whether the consumer has gone away.
 _POLL_S = 0.1
-
-
-# glibc's mallopt parameter for the most malloc arenas (malloc.h: M_ARENA_MAX), and our cap.
-_M_ARENA_MAX = -8
-_ARENAS = 2
-
-
-def cap_malloc_arenas() -> None:
-    """Let glibc's malloc keep at most two arenas in this process (unless MALLOC_ARENA_MAX says otherwise).
-
-    Each thread that allocates while another holds the lock gets an arena of its own (up to 8 per
-    core), and each arena keeps the windows it once held: the reader, writer, main and model threads
-    each hold a window's worth of freed memory. Measured (tiny model, CPU, 200,000 rows, 50,000-row
-    windows): peak RSS 921 MiB with glibc's default, 733 MiB with 2 arenas, 732 with 1, 764 with 4
-    (tests/test_memory.py counts the arenas). Called before the model loads (`runner.classifier_for`);
-    a no-op off glibc.
-    """
-    if sys.platform != "linux" or "MALLOC_ARENA_MAX" in os.environ:
-        return
-    try:
-        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, _ARENAS)
-    except (OSError, AttributeError):  # not glibc (musl has no arenas to cap)
-        pass
-
-
-def release_freed_memory() -> None:
-    """Give back what this thread freed in pyarrow's memory pool (called by each pipeline thread per window).
-
-    pyarrow's allocator (mimalloc) keeps a thread's freed pages in that thread's own heap, and
-    `release_unused` collects the calling thread's only: called once a shard from the main thread,
-    it left the reading and writing threads' heaps full. Per window in those threads, a shard's
-    peak RSS fell by 12-31 MiB (library path, 100,000 and 1 million rows, docs/performance.md),
-    for a microsecond a call.
-    """
-    pa.default_memory_pool().release_unused()
 
 
 class _Failure:

@@ -35,7 +35,8 @@ from emodraw_batch.inference import language
 from emodraw_batch.job.dedup import Repeats, WindowPlan
 from emodraw_batch.job.windows import Prepared, encode_prepared, encode_window, prepare_window, token_bounded
 from emodraw_batch.job.plan import Plan, ShardResult, plan
-from emodraw_batch.job.prefetch import SerialWorker, cap_malloc_arenas, prefetch, release_freed_memory
+from emodraw_batch.job.prefetch import SerialWorker, prefetch
+from emodraw_batch.memory import cap_malloc_arenas, release_freed_memory
 from emodraw_batch.files.reader import Shard, read_windows
 from emodraw_batch.job.validate import Job, validate
 from emodraw_batch.files.writer import AtomicParquetWriter, label_table, output_schema, read_metadata
