@@ -77,6 +77,7 @@ def release_freed_memory() -> None:
     peak RSS fell by 12-31 MiB (library path, 100,000 and 1 million rows, docs/performance.md),
     for a microsecond a call.
     """
-    import pyarrow as pa  # loaded by then: the caller has read Parquet
+    # Imported here, not at the top: this module is imported before pyarrow must load (tune_allocators).
+    import pyarrow as pa
 
     pa.default_memory_pool().release_unused()

@@ -40,7 +40,8 @@ def _as_valid_utf8(column: pa.Array) -> pa.Array:
 def prepare(column: pa.Array | pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
     """Return (texts for the model, status per row).
 
-    Texts of rows that are not `ok` are empty strings (never sent to the model).
+    A null row's text is an empty string; a blank row keeps its cleaned whitespace. Only `ok` rows
+    are ever sent to the model.
     """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks else pa.array([], pa.string())
