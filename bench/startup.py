@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 BASELINE = Path(__file__).with_name("baseline.py")
 HEAVY = ("typer", "rich", "numpy", "pyarrow", "pydantic", "polars", "torch", "transformers", "tokenizers",
-         "prefect", "sqlalchemy", "fastapi", "dask", "distributed", "onnxruntime", "onnx", "flows", "emodraw_batch",
+         "prefect", "sqlalchemy", "fastapi", "dask", "distributed", "onnxruntime", "onnx", "emodraw_flows", "emodraw_batch",
          "emodraw_cli")
 
 # -- the instrumented driver (runs inside the measured process) -------------------------------
@@ -78,20 +78,20 @@ def _patch_label(m: Any) -> None:
     if hasattr(m, "start_api"):
         m.start_api = _record("Prefect API server start until ready", m.start_api)
     if hasattr(m, "execute"):
-        m.execute = _record("flows.label.execute (server wait + flow)", m.execute)
-    if hasattr(m, "run"):  # before flows/run.py (kept so that --trees can compare with older trees)
-        m.run = _record("flows.label.run (server wait + model + flow)", m.run)
+        m.execute = _record("emodraw_flows.label.execute (server wait + flow)", m.execute)
+    if hasattr(m, "run"):  # before emodraw_flows/run.py (kept so that --trees can compare with older trees)
+        m.run = _record("emodraw_flows.label.run (server wait + model + flow)", m.run)
     if hasattr(m, "label_corpus") and hasattr(m.label_corpus, "fn"):
         m.label_corpus.fn = _record("flow body (label_corpus)", m.label_corpus.fn)
 
 
 def _patch_run(m: Any) -> None:
-    m.run = _record("flows.run.run (lock + model + Prefect import + flow)", m.run)
+    m.run = _record("emodraw_flows.run.run (lock + model + Prefect import + flow)", m.run)
 
 
-def _patch_api(m: Any) -> None:  # the Prefect server the CLI pre-starts (flows/api.py)
-    m.prestart = _record("launch the pre-started Prefect server (flows.api.prestart)", m.prestart)
-    m.url = _record("wait until the pre-started server answers (flows.api.url)", m.url)
+def _patch_api(m: Any) -> None:  # the Prefect server the CLI pre-starts (emodraw_flows/api.py)
+    m.prestart = _record("launch the pre-started Prefect server (emodraw_flows.api.prestart)", m.prestart)
+    m.url = _record("wait until the pre-started server answers (emodraw_flows.api.url)", m.url)
 
 
 def _patch_cli(m: Any) -> None:
@@ -103,10 +103,10 @@ PATCHES = {
     "emodraw_batch.job.plan": _patch_plan,
     "emodraw_batch.job.runner": _patch_runner,
     "emodraw_batch.inference.classifier": _patch_model,
-    "flows.label": _patch_label,
-    "flows.run": _patch_run,
+    "emodraw_flows.label": _patch_label,
+    "emodraw_flows.run": _patch_run,
     "emodraw_cli.app": _patch_cli,
-    "flows.api": _patch_api,
+    "emodraw_flows.api": _patch_api,
 }
 
 

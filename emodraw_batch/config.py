@@ -3,7 +3,7 @@
 The field defaults below are the one table of defaults: the CLI's help reads them
 (`default`). Unknown keys are errors, so a typo in `configs/*.toml` never silently
 does nothing. Where the work runs (engine, workers...) is not the package's business:
-those settings live in `flows/settings.py`, which reads the same TOML file.
+those settings live in `emodraw_flows/settings.py`, which reads the same TOML file.
 """
 
 from __future__ import annotations

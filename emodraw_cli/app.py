@@ -19,10 +19,10 @@ from emodraw_batch.config import RunConfig, default
 from emodraw_batch.errors import ConfigError, EmodrawError
 # The training defaults depend on the starting point; the help shows the table (no torch is imported).
 from emodraw_batch.train.defaults import describe as train_default
-from flows.settings import EngineConfig
+from emodraw_flows.settings import EngineConfig
 
-from .display import DistillProgress, RowProgress, TrainProgress, err, print_distill, print_json, print_report
-from .display import print_summary
+from emodraw_cli.display import DistillProgress, RowProgress, TrainProgress, err, print_distill, print_json, print_report
+from emodraw_cli.display import print_summary
 
 app = typer.Typer(
     add_completion=False,
@@ -94,11 +94,11 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", help="Also show Prefect's logs of failures the run explains (with their tracebacks)."),
 ) -> None:
     """Label every text in INPUTS and write labelled Parquet, a manifest and statistics."""
-    from flows import api
+    from emodraw_flows import api
 
     api.prestart()  # Prefect's temporary server starts on the other core while this process checks and loads
     from emodraw_batch.job.validate import validate
-    from flows.settings import load_settings  # the run's settings and the engine's, from one TOML file
+    from emodraw_flows.settings import load_settings  # the run's settings and the engine's, from one TOML file
 
     cfg, engine_cfg = load_settings(
         config,
@@ -143,7 +143,7 @@ def run(
 
         err.print(f"[yellow]warning:[/] {job.advice}", highlight=False, soft_wrap=True)
         warnings.filterwarnings("ignore", category=PrecisionWarning)  # said once, not again at the model load
-    from flows.run import run as run_flow  # Prefect is imported once the model is at work
+    from emodraw_flows.run import run as run_flow  # Prefect is imported once the model is at work
 
     with RowProgress(progress and not as_json and sys.stderr.isatty()) as bar:
         bar.start(job.rows, job.finished_rows)
@@ -355,8 +355,8 @@ def schedule(
 ) -> None:
     """Serve the labelling flow as a Prefect deployment on a cron schedule ({date} = each run's scheduled day)."""
     from emodraw_batch.dates import fill_dates
-    from flows import schedule as sched
-    from flows.settings import load_settings
+    from emodraw_flows import schedule as sched
+    from emodraw_flows.settings import load_settings
 
     cfg, engine_cfg = load_settings(config, model=model)
     if next_runs:
@@ -371,8 +371,10 @@ def schedule(
         raise ConfigError("Serving a schedule needs --input PATTERN and --output PATTERN (e.g. --input 'tweets/{date}/*.parquet' --output 'out/{date}').")
     api = sched.require_server()
     deploy = sched.deployment(cron, timezone, inputs, output, cfg, engine_cfg, name, trend)
-    err.print(f"serving deployment emodraw-label/{name} at {cron!r} ({timezone}) on {api}; stop with Ctrl-C")
-    sched.serve(deploy)
+    err.print(f"serving deployment emodraw-label/{name} at {cron!r} ({timezone}) on {api}; stop with Ctrl-C or SIGTERM")
+    from emodraw_cli import process
+
+    sched.serve(deploy, on_stop=process.arm)
 
 
 @app.command()
@@ -424,30 +426,42 @@ def distill(
 
 
 def main() -> None:  # console-script entry point
-    """Run the command, then exit without tearing the interpreter down.
+    """Run the command, then exit without tearing the interpreter down, and never hang on the way out.
 
-    After the command the exit handlers run as usual (Prefect flushes its logs and events and
-    stops its temporary server; non-daemon threads are joined first), then the process ends
-    with os._exit: the ~1.8 s Python spends freeing torch, Prefect and thousands of modules
-    buys nothing once every output is written and closed (bench/CPU.md).
+    SIGTERM is Ctrl-C, and a stop is over within process.STOP_SECONDS (emodraw_cli/process.py).
+    After the command, the threads this process owns are closed, the others get a bounded join, the
+    exit handlers run as usual (Prefect flushes its logs and events and stops its temporary server),
+    then the process ends with os._exit: the ~1.8 s Python spends freeing torch, Prefect and
+    thousands of modules buys nothing once every output is written and closed (bench/CPU.md).
     """
     import atexit
     import os
-    import threading
+    import signal
 
+    from emodraw_cli import process
+
+    process.install()
     try:
         app()
         code: Any = 0
     except SystemExit as exc:
         code = exc.code
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    except KeyboardInterrupt:  # click turns it into "Aborted!" and exit 1; seen here before click runs
+        code = 1
+    signum = process.stopped_by()
+    if signum is not None:  # SIGTERM or Ctrl-C: Prefect has marked the flow run crashed, the lock is released
+        err.print(f"stopped by {signal.Signals(signum).name}: {process.KEPT}", highlight=False, soft_wrap=True)
+        code = 128 + signum
+    process.close_owned()
+    left = process.join_threads(1.0 if signum is not None else process.JOIN_SECONDS)
+    if left and signum is None:  # on a stop, the shard being labelled is dropped by design
+        err.print(f"[yellow]warning:[/] exiting with thread(s) still running: {', '.join(left)}", highlight=False)
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     if isinstance(code, str):  # sys.exit("message") prints the message, as a normal exit would
         print(code, file=sys.stderr, flush=True)
+    process.kill_descendants()  # a Dask worker or server that outlived its owner: nothing is left running
     os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 

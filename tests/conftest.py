@@ -109,7 +109,7 @@ def prefect_api() -> str:
     each starting a temporary server of their own. Its port is held by this process for the whole
     session (tests/prefect_server.py), so no other process on the machine can answer in its place.
     """
-    import flows  # noqa: F401  (sets emodraw's Prefect defaults before Prefect is imported)
+    import emodraw_flows  # noqa: F401  (sets emodraw's Prefect defaults before Prefect is imported)
     from prefect_server import held_port_harness
 
     with held_port_harness(startup_timeout=180) as url:

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 import emodraw_batch
-import flows  # noqa: F401  (Prefect defaults before Prefect is imported)
+import emodraw_flows  # noqa: F401  (Prefect defaults before Prefect is imported)
 from conftest import assert_same_labels, labels, make_texts, write_corpus
 from emodraw_batch import ClassifySettings, RunConfig, RunSettings, Summary, classify, run
 from emodraw_batch.errors import ConfigError, InputError, OutputError
@@ -256,7 +256,7 @@ def test_run_refuses_a_locked_folder(corpus, tiny_model, tmp_path):
 def test_a_parent_prefect_flow_runs_the_labelling_flow_as_a_subflow(prefect_api, cli_out, corpus, tiny_model, tmp_path):
     from prefect import flow, get_client
 
-    from flows import label_corpus
+    from emodraw_flows import label_corpus
 
     @flow(name="api-test-parent")
     def parent(folder: str, output: str, model: str) -> dict:
@@ -279,6 +279,33 @@ def test_a_parent_prefect_flow_runs_the_labelling_flow_as_a_subflow(prefect_api,
     assert parent_run.state.is_completed()
 
 
+USER_FLOWS = {  # a Prefect project as users lay one out: its own `flows` package
+    "flows/__init__.py": "from flows.ingest import fetch\n",
+    "flows/ingest.py": "def fetch(day: str) -> str:\n    return day\n",
+}
+
+
+@pytest.mark.timeout(300)
+def test_the_documented_subflow_runs_in_a_project_that_has_its_own_flows_package(prefect_api, tiny_model, tmp_path):
+    """docs/python-api.md's example, run as a script from a project whose `flows/` package shadows any other."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "python-api.md").read_text()
+    example = next(b for b in doc.split("```python\n")[1:] if "def nightly" in b).split("```")[0]
+    day = "2026-12-05"
+    write_corpus(tmp_path / "project" / "tweets" / day / "a.parquet", make_texts(300, seed=11), row_group_size=100)
+    code = (example.replace('f"s3://tweets/{day}/*.parquet"', 'f"tweets/{day}/*.parquet"')
+            .replace('f"s3://tweets-labelled/{day}"', 'f"labelled/{day}"').replace("/models/albert-emotion", tiny_model))
+    assert code.count("s3://") == 0 and tiny_model in code  # the paths of the example, made local
+    project = tmp_path / "project"
+    for name, text in USER_FLOWS.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    assert f'nightly("{day}")' in code  # the example's own `__main__` block runs that day
+    (project / "main.py").write_text("from flows import fetch  # the project's own package\n" + code)
+    done = subprocess.run([sys.executable, "main.py"], cwd=project, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sum(pq.read_metadata(f).num_rows for f in (project / "labelled" / day / "labels").glob("*.parquet")) == 300
+
+
 # ---------------------------------------------------------------- the package stays light
 
 
@@ -295,4 +322,4 @@ def test_every_public_name_resolves_and_is_documented():
         if name != "__version__":
             assert value.__doc__, name
     assert set(emodraw_batch.__all__) <= set(dir(emodraw_batch))
-    assert flows.__all__ == ["label_corpus"] and flows.label_corpus.__doc__
+    assert emodraw_flows.__all__ == ["label_corpus"] and emodraw_flows.label_corpus.__doc__

@@ -9,7 +9,7 @@ from conftest import make_texts, write_corpus
 from typer.testing import CliRunner
 
 from emodraw_cli.app import app
-from flows import artifacts
+from emodraw_flows import artifacts
 
 cli = CliRunner()
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-import flows  # noqa: F401  (Prefect defaults before Prefect is imported)
+import emodraw_flows  # noqa: F401  (Prefect defaults before Prefect is imported)
 from emodraw_batch.config import RunConfig, read_toml
 from emodraw_batch.errors import ConfigError
-from flows import engines, schedule
-from flows.settings import EngineConfig, load_settings
+from emodraw_flows import engines, schedule
+from emodraw_flows.settings import EngineConfig, load_settings
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -61,8 +61,7 @@ def test_prefect_yaml_deployment_matches_the_flow():
     spec = yaml.safe_load((CONFIGS / "prefect.yaml").read_text())
     (deployment,) = spec["deployments"]
     root = CONFIGS.parent
-    path, name = deployment["entrypoint"].split(":")
-    flow = load_flow_from_entrypoint(f"{root / path}:{name}")
+    flow = load_flow_from_entrypoint(deployment["entrypoint"])  # the module path: the installed package
     assert flow.name == "emodraw-label"
     params = deployment["parameters"]
     flow.validate_parameters(params)  # raises on unknown or mistyped parameters

@@ -16,13 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-import flows  # noqa: F401  (Prefect defaults before Prefect is imported)
+import emodraw_flows  # noqa: F401  (Prefect defaults before Prefect is imported)
 from conftest import assert_same_labels, labels, make_texts, write_corpus
 from emodraw_cli.app import app
 from emodraw_batch.config import load_config
 from emodraw_batch.errors import ConfigError
-from flows import api, engines
-from flows.settings import load_settings
+from emodraw_flows import api, engines
+from emodraw_flows.settings import load_settings
 
 cli = CliRunner()
 
@@ -178,19 +178,19 @@ def test_cli_run_is_a_flow_run_in_prefect_history(prefect_api, corpus, tiny_mode
 def test_the_flow_reuses_the_job_the_cli_validated(prefect_api, corpus, tiny_model, reference, tmp_path, monkeypatch):
     """The CLI validates (every input footer read) and hands the Job to its flow run, which does not read
     them again; a flow run started without it (a schedule, a direct call) validates itself."""
-    import flows.label
+    import emodraw_flows.label
     from emodraw_batch.inference.classifier import clear_cache
 
     calls = []
-    validate = flows.label.validate
-    monkeypatch.setattr(flows.label, "validate", lambda *a, **k: calls.append(a) or validate(*a, **k))
+    validate = emodraw_flows.label.validate
+    monkeypatch.setattr(emodraw_flows.label, "validate", lambda *a, **k: calls.append(a) or validate(*a, **k))
     clear_cache()
     summary = invoke(str(corpus), "--output", str(tmp_path / "cli"), "--model", tiny_model, "--shard-rows", "60",
                      "--device", "cpu")
     assert summary["rows"] == 300 and calls == []
     assert_same_labels(labels(tmp_path / "cli"), reference)
     config = {"model": tiny_model, "shard_rows": 60, "device": "cpu"}
-    direct = flows.label.label_corpus([str(corpus)], str(tmp_path / "direct"), config)
+    direct = emodraw_flows.label.label_corpus([str(corpus)], str(tmp_path / "direct"), config)
     assert direct["rows"] == 300 and len(calls) == 1
     assert_same_labels(labels(tmp_path / "direct"), reference)
 
@@ -354,12 +354,12 @@ def test_an_unexpected_exception_keeps_its_traceback(prefect_api, corpus, tiny_m
 
 
 def test_input_errors_appear_before_prefect_starts(corpus, tiny_model, tmp_path, monkeypatch):
-    import flows.run
+    import emodraw_flows.run
 
     def no_prefect(*args, **kwargs):
         raise AssertionError("the flow must not start when the inputs are invalid")
 
-    monkeypatch.setattr(flows.run, "run", no_prefect)
+    monkeypatch.setattr(emodraw_flows.run, "run", no_prefect)
     result = cli.invoke(
         app, ["run", str(corpus), "--output", str(tmp_path / "o"), "--model", tiny_model, "--text-column", "body"]
     )

@@ -43,7 +43,7 @@ def wait_for(predicate, what: str, seconds: float = 120.0):
     raise AssertionError(f"gave up waiting for {what}")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's (see flows/api.py)")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's (see emodraw_flows/api.py)")
 def test_a_killed_run_takes_its_prefect_server_with_it(tiny_model, tmp_path):
     corpus = write_corpus(tmp_path / "in.parquet", make_texts(2000, seed=3))
     cmd = [sys.executable, "-m", "emodraw_cli.app", "run", str(corpus), "-o", str(tmp_path / "out"), "--model", tiny_model,

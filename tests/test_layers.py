@@ -1,4 +1,4 @@
-"""The layering: `emodraw_batch` (core) <- `flows` (Prefect, Dask) <- `emodraw_cli` (typer), no import circles.
+"""The layering: `emodraw_batch` (core) <- `emodraw_flows` (Prefect, Dask) <- `emodraw_cli` (typer), no import circles.
 
 Inside the core, its subpackages in order: the base modules <- inference <- files <- analysis <-
 job <- train (`emodraw_batch/__init__.py`, the public API, may name any of them). And no class or
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = {"emodraw_batch": 0, "flows": 1, "emodraw_cli": 2}
+LAYERS = {"emodraw_batch": 0, "emodraw_flows": 1, "emodraw_cli": 2}
 # The core's subpackages, lowest first; "" is the base modules right under emodraw_batch/.
 SUBPACKAGES = {"": 0, "inference": 1, "files": 2, "analysis": 3, "job": 4, "train": 5}
 MAX_LINES = 150
@@ -24,7 +24,7 @@ MAX_LINES = 150
 # the command-line toolkit out of everything below the command line.
 FORBIDDEN = {
     "emodraw_batch": {"prefect", "prefect_dask", "dask", "distributed", "dask_cuda", "typer"},
-    "flows": {"typer"},
+    "emodraw_flows": {"typer"},
     "emodraw_cli": set(),
 }
 
@@ -160,16 +160,16 @@ def test_the_length_check_catches_a_long_function(tmp_path):
     for layer in LAYERS:
         (tmp_path / layer).mkdir()
     body = "".join(f"    x{i} = {i}\n" for i in range(MAX_LINES))
-    (tmp_path / "flows" / "long.py").write_text(f"def short():\n    pass\n\n\ndef long():\n{body}")
-    assert long_definitions(tmp_path) == [f"flows/long.py: long is {MAX_LINES + 1} lines (at most {MAX_LINES}): split it by job"]
+    (tmp_path / "emodraw_flows" / "long.py").write_text(f"def short():\n    pass\n\n\ndef long():\n{body}")
+    assert long_definitions(tmp_path) == [f"emodraw_flows/long.py: long is {MAX_LINES + 1} lines (at most {MAX_LINES}): split it by job"]
 
 
 @pytest.mark.parametrize(
     "module, source, words",
     [
         ("emodraw_batch/bad.py", "def f():\n    import prefect\n", "must not use prefect"),
-        ("emodraw_batch/bad.py", "from flows import label\n", "must not import a higher one"),
-        ("flows/bad.py", "from emodraw_cli.app import app\n", "must not import a higher one"),
+        ("emodraw_batch/bad.py", "from emodraw_flows import label\n", "must not import a higher one"),
+        ("emodraw_flows/bad.py", "from emodraw_cli.app import app\n", "must not import a higher one"),
         ("emodraw_batch/a.py", "from . import b\n", "import circle"),
         ("emodraw_batch/inference/bad.py", "from emodraw_batch.job import runner\n", "a higher layer of the core"),
         ("emodraw_batch/bad.py", "def f():\n    from emodraw_batch.files.storage import x\n", "a higher layer of the core"),

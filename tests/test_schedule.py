@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-import flows  # noqa: F401  (Prefect defaults before Prefect is imported)
+import emodraw_flows  # noqa: F401  (Prefect defaults before Prefect is imported)
 from conftest import make_texts, write_corpus
 from emodraw_cli.app import app
 from emodraw_batch.dates import fill_dates
 from emodraw_batch.errors import ConfigError
-from flows import schedule
-from flows.settings import load_settings
+from emodraw_flows import schedule
+from emodraw_flows.settings import load_settings
 
 cli = CliRunner()
 DAY = dt.date(2026, 11, 5)

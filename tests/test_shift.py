@@ -73,8 +73,8 @@ def test_a_scheduled_run_puts_the_shift_check_into_its_artifact(prefect_api, tin
     from conftest import make_texts, write_corpus
     from test_artifacts import read_artifacts
 
-    from flows import artifacts
-    from flows.label import label_corpus
+    from emodraw_flows import artifacts
+    from emodraw_flows.label import label_corpus
 
     fake_run(tmp_path / "runs" / "2026-01-01", "2026-01-01", {"joy": 50, "sadness": 50})
     corpus = write_corpus(tmp_path / "in.parquet", make_texts(40, seed=6))

@@ -31,7 +31,7 @@ if flags:
     import emodraw_batch.inference.device as device
     device.cpu_flags = lambda _=None: set(flags)
 
-import flows.api as api
+import emodraw_flows.api as api
 prestart = api.prestart
 def recorded_prestart():
     prestart()

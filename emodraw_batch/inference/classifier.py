@@ -100,6 +100,12 @@ class EmotionClassifier:
         self.long_texts = self.batcher.long_texts(long_texts, chunk_overlap, max_chunks, chunk_aggregation)
         self.ahead = HeadStart(self.batcher.batches, lambda input_ids, lengths: self.backend.run(input_ids, lengths))
 
+    def close(self) -> None:
+        """Stop the backend's threads (ONNX Runtime's batch pool); the classifier is not used after this."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+
     @property
     def model(self) -> Any:
         """The torch model (None with the ONNX Runtime backend)."""
@@ -199,7 +205,7 @@ def cached_classifier(**settings: Any) -> EmotionClassifier:
     key = tuple(sorted(settings.items()))
     if key not in _CACHE:
         while len(_CACHE) >= CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))  # the oldest: a process rarely needs more than one model
+            _CACHE.pop(next(iter(_CACHE))).close()  # the oldest: a process rarely needs more than one model
         _CACHE[key] = EmotionClassifier(**settings)
         _LOADS[key] += 1
     return _CACHE[key]
@@ -211,5 +217,8 @@ def load_count(**settings: Any) -> int:
 
 
 def clear_cache() -> None:
+    """Close and forget this process's classifiers (their threads end: a process that must exit calls it)."""
+    for clf in _CACHE.values():
+        clf.close()
     _CACHE.clear()
     _LOADS.clear()

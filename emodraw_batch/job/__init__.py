@@ -7,5 +7,5 @@
     api.py          the Python API: classify (in memory), run (settings by name)
     prefetch.py     overlap reading/tokenizing and writing with the model
 
-Imports everything below it (base, inference, files, analysis); flows/ orchestrates these steps.
+Imports everything below it (base, inference, files, analysis); emodraw_flows/ orchestrates these steps.
 """

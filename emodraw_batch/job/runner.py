@@ -1,6 +1,6 @@
 """The batch job without any orchestrator: validate, plan, label each shard, finish.
 
-`flows/` wraps exactly these steps in Prefect tasks; the package itself never
+`emodraw_flows/` wraps exactly these steps in Prefect tasks; the package itself never
 imports Prefect, so it runs and tests on its own (`run`).
 """
 

@@ -200,6 +200,10 @@ class OnnxForward:
         _write(model, folder, tokenizer_json, meta)
         return cls(folder)
 
+    def close(self) -> None:
+        """End the pool's threads once their batches are done (idle, they would keep a process from exiting)."""
+        self._pool.shutdown(wait=False)
+
     def tokenizer_json(self) -> str:
         """The checkpoint's tokenizer as saved at export (model.truncating_tokenizer sets it up)."""
         return (self.folder / "tokenizer.json").read_text()

@@ -9,14 +9,14 @@ or is retried the next day (`label.run_day`). Prefect is imported only inside th
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from emodraw_batch.config import RunConfig
 from emodraw_batch.dates import zone
 from emodraw_batch.errors import ConfigError
 
-from .settings import EngineConfig, as_parameters
+from emodraw_flows.settings import EngineConfig, as_parameters
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -59,14 +59,18 @@ def deployment(
 
     `trend`: output folders or globs to check for an emotion shift after each run (into its artifact).
     """
+    from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
-    from .label import label_corpus  # imports Prefect: only when a deployment is made
+    from emodraw_flows.label import label_corpus  # imports Prefect: only when a deployment is made
 
     check_cron(cron)
     zone(timezone)
     return label_corpus.to_deployment(
         name=name,
+        # `emodraw_flows.label.label_corpus`, imported from the installed package by each run's process,
+        # wherever `schedule` was started (a file path would be relative to this directory).
+        entrypoint_type=EntrypointType.MODULE_PATH,
         schedule=Cron(cron, timezone=timezone or "UTC"),
         parameters={
             "inputs": list(inputs),
@@ -94,9 +98,31 @@ def require_server() -> str:
     return str(PREFECT_API_URL.value())
 
 
-def serve(deploy: RunnerDeployment) -> None:
-    """Register the deployment and run its scheduled runs in this process until stopped (Ctrl-C)."""
-    from prefect import serve as prefect_serve
+def serve(deploy: RunnerDeployment, on_stop: Callable[[int], None] | None = None) -> None:
+    """Register the deployment and run its scheduled runs in this process until SIGTERM or Ctrl-C.
+
+    Prefect's runner handles SIGTERM itself: it cancels the runs in flight (their processes end,
+    Prefect marks them Cancelled) and pauses the deployment's schedule; Ctrl-C does the same here.
+    `on_stop(signal)` is told first, so that the caller can bound how long that takes. The
+    deployment stays registered on the server, paused; serving it again resumes the schedule.
+    """
+    import asyncio
+    import signal
+
+    from prefect.runner import Runner
 
     require_server()
-    prefect_serve(deploy)
+
+    class BoundedRunner(Runner):
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            if on_stop is not None:
+                on_stop(args[0] if args else signal.SIGTERM)
+            super().handle_sigterm(*args, **kwargs)
+
+    runner = BoundedRunner(pause_on_shutdown=True)
+    runner.add_deployment(deploy)
+    signal.signal(signal.SIGINT, runner.handle_sigterm)  # Ctrl-C stops the runs in flight as SIGTERM does
+    try:
+        asyncio.run(runner.start())
+    except KeyboardInterrupt:
+        pass

@@ -2,47 +2,40 @@
 
 The tasks are thin: all the work is `emodraw_batch.job.runner` (plan, label_shard, finish),
 which knows nothing of Prefect. A shard task returns its output path and small
-counts, never data. Where the shard tasks run is the config's engine (flows.engines).
+counts, never data. Where the shard tasks run is the config's engine (emodraw_flows.engines).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
 import os
-import socket
 import time
-import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NONE
-from prefect.futures import as_completed
+from prefect import flow, get_run_logger
 from prefect.settings import PREFECT_API_URL
 
-from emodraw_batch.files import guard, lock
-from emodraw_batch.job import runner
+# Absolute imports only: a deployment loads this file as a stand-alone module (not as part of
+# emodraw_flows), where `from . import ...` fails. The tasks live in emodraw_flows.tasks (see there).
 from emodraw_batch.config import RunConfig
 from emodraw_batch.dates import fill_dates, zone
 from emodraw_batch.errors import ConfigError, EmodrawError, ModelError
-from emodraw_batch.inference.classifier import load_count
-from emodraw_batch.job.plan import Plan, ShardResult, plan
+from emodraw_batch.files import guard, lock
 from emodraw_batch.files.reader import Shard
 from emodraw_batch.files.storage import unreachable
+from emodraw_batch.job import runner
+from emodraw_batch.job.plan import Plan
 from emodraw_batch.job.validate import Job, validate
+from emodraw_flows import artifacts, engines, outage, watch
+from emodraw_flows.settings import EngineConfig, as_parameters, load_settings
+from emodraw_flows.tasks import OnRows, ShardDone, finish, label_shard, on_rows, plan_shards
 
-from . import artifacts, engines, outage
-from .settings import EngineConfig, as_parameters, load_settings
-
-OnRows = Callable[[int], None]
-
-# The caller's progress callback. It never travels as a flow or task parameter (it is not
-# data); the local engine's task thread inherits it, Dask shards report when they finish.
-_on_rows: ContextVar[OnRows | None] = ContextVar("emodraw_on_rows", default=None)
 # The job the caller (the CLI) already validated: the flow run it starts reuses it instead of
 # reading every input footer again. Compared with the flow's own parameters before use.
 _job: ContextVar[Job | None] = ContextVar("emodraw_job", default=None)
@@ -50,54 +43,6 @@ _job: ContextVar[Job | None] = ContextVar("emodraw_job", default=None)
 
 class ShardFailed(EmodrawError):
     """Shards failed after their retries; the finished ones are kept and a rerun resumes."""
-
-
-@dataclass
-class ShardDone:
-    """What a shard task returns: the shard's counts, the model that labelled it and where it ran."""
-
-    result: ShardResult
-    model: dict[str, Any]
-    worker: str  # host:pid of the process that ran the shard
-    model_loads: int  # times that process has loaded this model so far: 1 means loaded once, then reused
-
-
-def _retry(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry transient failures only: an EmodrawError (bad model, input or setting) would fail again."""
-    return not isinstance(state.data, EmodrawError)
-
-
-@task(name="plan-shards", cache_policy=NONE)
-def plan_shards(job: Job) -> Plan:
-    """Claim the output folder (run.json) and find the shards an earlier run finished."""
-    return plan(job)
-
-
-def _label_shard(shard: Shard, config: RunConfig, out_dir: str, run_id: str | None = None) -> ShardDone:
-    """Label one shard into out_dir/labels/ with this process's cached model; published only while `run_id` owns it."""
-    from prefect.runtime import task_run
-
-    with outage.watching(shard, first_attempt=task_run.run_count <= 1):
-        clf = runner.shard_classifier(config)  # loaded on first use in this process, then reused
-        result = runner.label_shard(shard, config, out_dir, on_rows=_on_rows.get(), classifier=clf, run_id=run_id)
-    loads = load_count(**runner.classifier_settings(config))
-    return ShardDone(result, clf.describe(), f"{socket.gethostname()}:{os.getpid()}", loads)
-
-
-# Not a decorator: the function keeps its own module-level name, so Dask pickles it by
-# reference (workers import flows.label) instead of by value with this module's globals.
-label_shard = task(
-    _label_shard, name="label-shard", task_run_name="label {shard.name}", cache_policy=NONE, retry_condition_fn=_retry
-)
-
-
-@task(name="finish", cache_policy=NONE)
-def finish(
-    planned: Plan, results: list[ShardResult], seconds: float, model: dict[str, Any] | None, engine: EngineConfig,
-    run_date: str | None = None,
-) -> runner.Summary:
-    """Check rows in = rows out, write the manifest and the statistics."""
-    return runner.finish(planned, results, seconds, model, engine.model_dump(mode="json"), run_date)
 
 
 def _failure(shard: Shard, exc: BaseException, retries: int) -> str:
@@ -118,12 +63,104 @@ def _cancel(futures: dict[Any, Shard]) -> None:
 
 
 def label_all(planned: Plan, engine: EngineConfig) -> list[ShardDone]:
-    """Run one task per unfinished shard on the configured engine; fail loudly if any still fails."""
+    """Run one task per unfinished shard on the configured engine; fail loudly if any still fails.
+
+    Never waits without a bound: the run fails with one paragraph when nothing moves for the stall
+    limit, or when a Dask cluster has no workers left (emodraw_flows/watch.py).
+    """
     logger = get_run_logger()
     config = planned.job.config
     todo = planned.todo
-    task_runner, where = engines.task_runner(engine, config.device)
+    task_runner, where, gpu = engines.task_runner(engine, config.device)
     logger.info("%s; %d shard(s) to label, %d already complete", where, len(todo), len(planned.done))
+    _warn_unreachable_api(engine, logger)
+    if not todo:
+        return []
+    shard_task = label_shard.with_options(retries=engine.retries, retry_delay_seconds=engine.retry_delay)
+    out_dir = planned.job.out.location  # Dask workers may run elsewhere: an absolute path or the URI, as a string
+    limit = watch.stall_limit(engine.stall_timeout, config.window_rows, gpu)
+    outage.reset()
+    with task_runner:
+        client = getattr(task_runner, "client", None)  # a Dask cluster's client; None for the local engine
+        workers = (lambda: len(client.nthreads())) if client else None
+        moving = watch.Watch(limit, on_rows.get(), workers, engine.workerless_timeout)
+        stop_listening = watch.subscribe(client, moving) if client else None
+        try:
+            # planned.config: precision and runtime as resolved once for the run; workers never resolve them again.
+            args = {"config": planned.config, "out_dir": out_dir, "run_id": planned.run_id}
+            token = on_rows.set(moving.rows)  # the local engine's shard thread inherits it at submit
+            try:
+                futures = {task_runner.submit(shard_task, {"shard": s, **args}): s for s in todo}
+            finally:
+                on_rows.reset(token)
+            return _collect(planned, engine, futures, moving, logger)
+        except BaseException as exc:
+            if client is not None and not isinstance(exc, Exception):  # Ctrl-C, SIGTERM, a Prefect cancellation
+                _kill_local_workers(client)
+            raise
+        finally:
+            if stop_listening:
+                stop_listening()
+
+
+def _kill_local_workers(client: Any) -> None:
+    """Kill the worker processes of the local Dask cluster this run started, at once.
+
+    On a stop: closing them gracefully waits for the shard each is labelling (seconds to minutes),
+    past the grace period a supervisor gives (10 s); a killed shard's output was never published
+    (atomic writes), so the rerun labels it again. An existing cluster (--address) is not ours to kill.
+    """
+    import signal
+
+    cluster = getattr(client, "cluster", None)
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        pid = getattr(getattr(nanny, "process", None), "pid", None)
+        if pid:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _collect(planned: Plan, engine: EngineConfig, futures: dict[Any, Shard], moving: watch.Watch, logger: Any) -> list[ShardDone]:
+    """Each shard's outcome as it finishes; the run ends early on errors that every shard would meet."""
+    done: list[ShardDone] = []
+    failed: list[tuple[Shard, BaseException]] = []
+    try:
+        for future in watch.completed(list(futures), moving, futures.__getitem__):
+            shard = futures[future]
+            try:
+                outcome: ShardDone = future.result()
+            except (ModelError, ConfigError, guard.Superseded):
+                # The model or a setting is wrong, or another run owns the folder now: every other shard would fail the same way.
+                raise
+            except Exception as exc:  # this shard only (damaged row group, lost worker...): let the rest finish
+                if unreachable(exc):  # the store is down: every other shard would wait out its retries too
+                    out = planned.job.out
+                    raise outage.StoreUnreachable(outage.paragraph(
+                        shard, exc, out.uri, len(done) + len(planned.done), out.show(out.labels),
+                        len(futures) - len(done) - len(failed) - 1)) from None
+                failed.append((shard, exc))
+                continue
+            done.append(outcome)
+            release = getattr(future.wrapped_future, "release", None)
+            if release:  # a Dask future: let the worker drop the result, or a lost worker would redo the shard
+                release()
+            r = outcome.result
+            logger.info("%s: %d rows in %.1f s on %s", shard.name, r.rows, r.seconds, outcome.worker)
+    except BaseException:
+        _cancel(futures)  # the run is ending: the shards not started yet would fail the same way
+        raise
+    if failed:
+        raise ShardFailed(
+            f"{len(failed)} of {len(futures)} shard(s) failed: "
+            + "; ".join(_failure(s, e, engine.retries) for s, e in failed)
+            + f". The {len(done) + len(planned.done)} finished shard(s) are kept in {planned.job.out.show(planned.job.out.labels)!r}; "
+            "fix the cause and run the same command again to label only the missing shards."
+        )
+    return done
+
+
+def _warn_unreachable_api(engine: EngineConfig, logger: Any) -> None:
+    """Dask workers on other machines cannot report to a Prefect API on this machine's loopback."""
     api = str(PREFECT_API_URL.value() or "")
     if engine.address and _loopback(api) and not _loopback(engine.address):
         logger.warning(
@@ -132,51 +169,6 @@ def label_all(planned: Plan, engine: EngineConfig) -> list[ShardDone]:
             engine.address,
             api,
         )
-    if not todo:
-        return []
-    shard_task = label_shard.with_options(retries=engine.retries, retry_delay_seconds=engine.retry_delay)
-    on_rows = _on_rows.get()
-    out_dir = planned.job.out.location  # Dask workers may run elsewhere: an absolute path or the URI, as a string
-    done: list[ShardDone] = []
-    failed: list[tuple[Shard, BaseException]] = []
-    outage.reset()
-    with task_runner:
-        # planned.config: precision and runtime as resolved once for the run; workers never resolve them again.
-        args = {"config": planned.config, "out_dir": out_dir, "run_id": planned.run_id}
-        futures = {task_runner.submit(shard_task, {"shard": s, **args}): s for s in todo}
-        for future in as_completed(list(futures)):
-            shard = futures[future]
-            try:
-                outcome: ShardDone = future.result()
-            except (ModelError, ConfigError, guard.Superseded):
-                # The model or a setting is wrong, or another run owns the folder now: every other shard would fail the same way.
-                _cancel(futures)
-                raise
-            except Exception as exc:  # this shard only (damaged row group, lost worker...): let the rest finish
-                if unreachable(exc):  # the store is down: every other shard would wait out its retries too
-                    _cancel(futures)
-                    out = planned.job.out
-                    raise outage.StoreUnreachable(outage.paragraph(
-                        shard, exc, out.uri, len(done) + len(planned.done), out.show(out.labels),
-                        len(todo) - len(done) - len(failed) - 1)) from None
-                failed.append((shard, exc))
-                continue
-            done.append(outcome)
-            release = getattr(future.wrapped_future, "release", None)
-            if release:  # a Dask future: let the worker drop the result, or a lost worker would redo the shard
-                release()
-            if on_rows and engine.engine != "local":  # local shards report their rows window by window
-                on_rows(outcome.result.rows)
-            r = outcome.result
-            logger.info("%s: %d rows in %.1f s on %s", shard.name, r.rows, r.seconds, outcome.worker)
-    if failed:
-        raise ShardFailed(
-            f"{len(failed)} of {len(todo)} shard(s) failed: "
-            + "; ".join(_failure(s, e, engine.retries) for s, e in failed)
-            + f". The {len(done) + len(planned.done)} finished shard(s) are kept in {planned.job.out.show(planned.job.out.labels)!r}; "
-            "fix the cause and run the same command again to label only the missing shards."
-        )
-    return done
 
 
 def _workers(done: list[ShardDone]) -> dict[str, dict[str, int]]:
@@ -211,7 +203,7 @@ def label_corpus(
     The settings are `config_file` (a TOML file, as --config) overridden by `config` (the keys of
     RunConfig and EngineConfig). `{date}`, `{yesterday}` (and `{date:%Y/%m/%d}`) in `inputs` and
     `output` are filled from this run's scheduled start time in `timezone` (default UTC).
-    Public as `flows.label_corpus`: called from a user's own flow, it runs as a subflow
+    Public as `emodraw_flows.label_corpus`: called from a user's own flow, it runs as a subflow
     (docs/python-api.md). The summary is `Summary.to_dict()` plus `workers` (shards and model
     loads per worker process).
     """
@@ -240,13 +232,13 @@ def _validated(specs: list[str], output: str, config: RunConfig, overwrite: bool
 
 
 @contextmanager
-def reporting(on_rows: OnRows | None, job: Job | None = None) -> Iterator[None]:
-    """Send the flow's progress (rows labelled) to `on_rows` and hand it the validated `job`, in this process."""
-    tokens = _on_rows.set(on_rows), _job.set(job)
+def reporting(callback: OnRows | None, job: Job | None = None) -> Iterator[None]:
+    """Send the flow's progress (rows labelled) to `callback` and hand it the validated `job`, in this process."""
+    tokens = on_rows.set(callback), _job.set(job)
     try:
         yield
     finally:
-        _on_rows.reset(tokens[0])
+        on_rows.reset(tokens[0])
         _job.reset(tokens[1])
 
 
@@ -260,10 +252,10 @@ def start_api() -> str:
         return str(PREFECT_API_URL.value())
     from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
-    from . import api
+    from emodraw_flows import api
 
     prestarted = api.url(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
-    if prestarted:  # launched by the CLI before its own imports (flows/api.py)
+    if prestarted:  # launched by the CLI before its own imports (emodraw_flows/api.py)
         return prestarted
     from prefect.server.api.server import SubprocessASGIServer
 
@@ -309,7 +301,7 @@ def terminal_logs(verbose: bool) -> Iterator[None]:
 
 
 def execute(job: Job, engine: EngineConfig, on_rows: OnRows | None = None, verbose: bool = False) -> dict[str, Any]:
-    """The flow for a validated job, reporting to PREFECT_API_URL or the temporary local API (flows/run.py
+    """The flow for a validated job, reporting to PREFECT_API_URL or the temporary local API (emodraw_flows/run.py
     holds the folder's lock around it)."""
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 

@@ -1,12 +1,12 @@
 """Prefect 3 orchestration of emodraw-batch: the only place that imports Prefect.
 
-`flows.label` holds the flow that `emodraw-batch run` executes, `flows.settings`
-the engine settings, `flows.engines` picks where its shard tasks run (in-process or
-on Dask) and `flows.schedule` serves it as a nightly deployment. The `emodraw_batch`
+`emodraw_flows.label` holds the flow that `emodraw-batch run` executes, `emodraw_flows.settings`
+the engine settings, `emodraw_flows.engines` picks where its shard tasks run (in-process or
+on Dask) and `emodraw_flows.schedule` serves it as a nightly deployment. The `emodraw_batch`
 package never imports Prefect or this package; these modules call it, and the
 command line (`emodraw_cli`) calls them.
 
-`label_corpus` (the flow, `flows.label.label_corpus`) is this package's public name: call it from
+`label_corpus` (the flow, `emodraw_flows.label.label_corpus`) is this package's public name: call it from
 your own Prefect flow to run the labelling as a subflow (docs/python-api.md). Everything else
 here is internal.
 
@@ -20,7 +20,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flows.label import label_corpus
+    from emodraw_flows.label import label_corpus
 
 __all__ = ["label_corpus"]
 
@@ -38,9 +38,9 @@ for _key, _value in PREFECT_DEFAULTS.items():
 
 
 def __getattr__(name: str) -> Any:
-    """`flows.label_corpus`, imported on first use (Prefect loads then, after the defaults above)."""
+    """`emodraw_flows.label_corpus`, imported on first use (Prefect loads then, after the defaults above)."""
     if name == "label_corpus":
-        from flows.label import label_corpus
+        from emodraw_flows.label import label_corpus
 
         return label_corpus
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,6 +29,11 @@ class EngineConfig(BaseModel):
     # A shard task that fails is retried this often, after retry_delay seconds (user errors never are).
     retries: int = Field(2, ge=0)
     retry_delay: float = Field(10.0, ge=0)
+    # Seconds a window of 25,000 rows may take (scaled by window_rows): with no window labelled and no
+    # shard finished for that long the run fails, naming the shards (default: 300 on GPUs, 3600 on CPUs).
+    stall_timeout: float | None = Field(None, gt=0)
+    # Seconds a Dask cluster may have no worker at all while shards wait before the run fails.
+    workerless_timeout: float = Field(60.0, gt=0)
 
 
 def _problem(engine: EngineConfig) -> str | None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from emodraw_batch.errors import ConfigError
 
-from .settings import EngineConfig
+from emodraw_flows.settings import EngineConfig
 
 if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
@@ -109,16 +109,18 @@ def describe(engine: EngineConfig, spec: ClusterSpec | None = None) -> str:
     return f"dask engine: {spec.cluster_class} with {spec.workers} {kind} worker process(es)"
 
 
-def task_runner(engine: EngineConfig, device: str) -> tuple[TaskRunner, str]:
-    """The Prefect task runner for `engine` (checked by settings.check), and a line saying where the shards run."""
+def task_runner(engine: EngineConfig, device: str) -> tuple[TaskRunner, str, bool]:
+    """The Prefect task runner for `engine` (checked by settings.check), a line saying where the shards run,
+    and whether they run on GPUs (False where unknown: an existing cluster on a device left to `auto`)."""
     if engine.engine == "local":
-        from prefect.task_runners import ThreadPoolTaskRunner
+        from emodraw_flows.local_runner import LocalTaskRunner
 
         # One thread next to the flow: shards run one by one on this process's single model.
-        return ThreadPoolTaskRunner(max_workers=1), describe(engine)
+        return LocalTaskRunner(), describe(engine), device.startswith("cuda")
     from prefect_dask import DaskTaskRunner
 
     if engine.address:
-        return DaskTaskRunner(address=engine.address), describe(engine)
+        return DaskTaskRunner(address=engine.address), describe(engine), device.startswith("cuda")
     spec = local_cluster(engine.workers, device, this_machine(device))
-    return DaskTaskRunner(cluster_class=spec.cluster_class, cluster_kwargs=spec.kwargs), describe(engine, spec)
+    gpu = spec.cluster_class.startswith("dask_cuda")
+    return DaskTaskRunner(cluster_class=spec.cluster_class, cluster_kwargs=spec.kwargs), describe(engine, spec), gpu

@@ -1,6 +1,6 @@
 """Run a validated job in this process: take the folder's lock, start the model, then run the Prefect flow.
 
-Apart from flows/label.py so that the first two steps come before Prefect is imported: by the
+Apart from emodraw_flows/label.py so that the first two steps come before Prefect is imported: by the
 time this process has imported Prefect (~1 s on 2 cores) and Prefect has started the flow run
 and its first task, the model has been labelling the first window for seconds
 (`runner.head_start_behind`; the first shard's task takes its batches, so the output is the same).
@@ -14,7 +14,7 @@ from emodraw_batch.files import lock
 from emodraw_batch.job import runner
 from emodraw_batch.job.validate import Job
 
-from .settings import EngineConfig
+from emodraw_flows.settings import EngineConfig
 
 __all__ = ["run"]
 
@@ -28,7 +28,7 @@ def run(job: Job, engine: EngineConfig, on_rows: runner.OnRows | None = None, ve
         # Only where the shard tasks run in this process (the local engine): they reuse this classifier.
         ahead = runner.head_start_behind(job) if engine.engine == "local" else None
         try:
-            from . import label  # imports Prefect, while the model works
+            from emodraw_flows import label  # imports Prefect, while the model works
 
             return label.execute(job, engine, on_rows, verbose)
         finally:
