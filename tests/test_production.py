@@ -277,6 +277,24 @@ def test_the_cli_exits_within_seconds_of_its_summary(tiny_model, tmp_path):
     assert_all_rows(out, 46)
 
 
+def test_closing_the_cached_classifiers_ends_their_onnx_threads(tiny_model):
+    """(c)'s cause: a classifier made in a non-daemon thread (here the main one) keeps ONNX Runtime's idle pool
+    threads, which a join waits on for ever; the per-process cache, their owner, closes them."""
+    import threading
+
+    from emodraw_batch.inference import classifier
+
+    classifier.clear_cache()
+    clf = classifier.cached_classifier(model=tiny_model, device="cpu", precision="fp32", runtime="onnx")
+    assert clf.runtime == "onnx" and clf(["i feel happy", "so angry today", "a third text here"]).probs.shape[0] == 3
+    pool = [t for t in threading.enumerate() if t.name.startswith("emodraw-onnx") and not t.daemon]
+    assert pool  # the threads that used to hold the CLI after its summary
+    classifier.clear_cache()
+    for thread in pool:
+        thread.join(10)
+    assert not [t.name for t in pool if t.is_alive()]
+
+
 @pytest.mark.timeout(420)
 @pytest.mark.parametrize("signum, engine", [(signal.SIGTERM, "local"), (signal.SIGINT, "dask")])
 def test_a_signal_stops_a_run_within_10_s_and_the_rerun_resumes(prefect_api, tiny_model, tmp_path, signum, engine):
