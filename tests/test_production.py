@@ -137,7 +137,7 @@ def deployment_run(name: str, *args: str, timeout: int = 300) -> tuple[str, subp
     return found.group(1), done
 
 
-def big_corpus(folder: Path, files: int = 4, rows: int = 50_000) -> int:
+def big_corpus(folder: Path, files: int = 3, rows: int = 40_000) -> int:
     for i in range(files):
         write_corpus(folder / f"p{i}.parquet", make_texts(rows, seed=20 + i, max_words=12), row_group_size=5_000,
                      start_id=i * rows)
