@@ -313,3 +313,11 @@ def execute(job: Job, engine: EngineConfig, on_rows: OnRows | None = None, verbo
         settings[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
     with temporary_settings(settings), reporting(on_rows, job), terminal_logs(verbose):
         return label_corpus(list(job.specs), job.out.uri, as_parameters(job.config, engine), job.overwrite)
+
+
+if __name__ != "emodraw_flows.label":
+    # Loaded from this file under another name: a deployment's file-path entrypoint
+    # (`emodraw_flows/label.py:label_corpus`), which Prefect runs as a stand-alone module `label`.
+    # Hand out the package's own flow instead: Prefect sends the flow with each task's context to
+    # the Dask workers, which import its module, and only `emodraw_flows.label` exists on all of them.
+    from emodraw_flows.label import label_corpus  # noqa: F811

@@ -17,6 +17,7 @@ tighter than the promise it checks (exit within 10 s of a signal).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -321,6 +323,28 @@ def test_a_signal_stops_a_run_within_10_s_and_the_rerun_resumes(prefect_api, tin
     assert_all_rows(out, n)
 
 
+@contextlib.contextmanager
+def dask_cluster(tmp_path: Path, worker_env: dict[str, str] | None = None) -> Iterator[str]:
+    """`dask scheduler` and one `dask worker`, as an operator starts them (in their own folder); yields the address."""
+    folder = tmp_path / "cluster"
+    folder.mkdir()
+    scheduler_file = folder / "scheduler.json"
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                               "--scheduler-file", str(scheduler_file)], cwd=folder, env=env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        address = wait_for(lambda: scheduler_file.exists() and json.loads(scheduler_file.read_text() or "{}").get("address"),
+                           "the scheduler", 120)
+        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1",
+                                       "--no-dashboard"], cwd=folder, env=env(**(worker_env or {})),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        yield address
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 SHADOW = 'raise ImportError("emodraw_flows is not installed on this worker (a test stand-in)")\n'
 
 
@@ -330,30 +354,15 @@ def test_a_dask_worker_that_cannot_import_the_task_fails_the_run_with_one_paragr
     shadow = tmp_path / "shadow" / "emodraw_flows"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text(SHADOW)
-    scheduler_file = tmp_path / "scheduler.json"
-    scheduler = subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                  "--scheduler-file", str(scheduler_file)], env=env(), stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-    worker = None
-    try:
-        address = wait_for(lambda: scheduler_file.exists() and json.loads(scheduler_file.read_text() or "{}").get("address"),
-                           "the scheduler", 120)
-        worker = subprocess.Popen([str(BIN / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1",
-                                   "--no-dashboard"], env=env(PYTHONPATH=str(shadow.parent)), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        corpus = write_corpus(tmp_path / "in.parquet", make_texts(500, seed=8))
-        (tmp_path / "run.toml").write_text("[run]\nworkerless_timeout = 15\n")
+    corpus = write_corpus(tmp_path / "in.parquet", make_texts(500, seed=8))
+    (tmp_path / "run.toml").write_text("[run]\nworkerless_timeout = 15\n")
+    with dask_cluster(tmp_path, {"PYTHONPATH": str(shadow.parent)}) as address:
         started = time.monotonic()
         done = subprocess.run([str(BIN / "emodraw-batch"), "run", str(corpus), "--output", str(tmp_path / "out"),
                                "--model", tiny_model, "--device", "cpu", "--engine", "dask", "--address", address,
                                "--config", str(tmp_path / "run.toml"), "--no-progress"],
                               env=own_prefect(tmp_path), capture_output=True, text=True, timeout=240)
         took = time.monotonic() - started
-    finally:
-        for proc in (worker, scheduler):
-            if proc is not None:
-                proc.kill()
-                proc.wait()
     assert done.returncode == 1 and took < 120, (took, done.stderr[-3000:])
     error = done.stderr[done.stderr.index("error:"):]
     assert "no workers for 15 s" in error and "install the same emodraw-batch on every worker" in error, error
@@ -363,21 +372,23 @@ def test_a_dask_worker_that_cannot_import_the_task_fails_the_run_with_one_paragr
 LOAD_BY_FILE = """
 import json, sys
 from prefect.flows import load_flow_from_entrypoint
-flow = load_flow_from_entrypoint("emodraw_flows/label.py:label_corpus")  # as `prefect deploy` with a file path loads it
-summary = flow([sys.argv[1]], sys.argv[2], {"model": sys.argv[3], "engine": "dask", "workers": 1, "device": "cpu",
-                                           "shard_rows": 500})
+flow = load_flow_from_entrypoint("emodraw_flows/label.py:label_corpus")  # as a deployment with a file path loads it
+summary = flow([sys.argv[1]], sys.argv[2], {"model": sys.argv[3], "engine": "dask", "address": sys.argv[4],
+                                           "device": "cpu", "shard_rows": 500, "workerless_timeout": 15})
 print(json.dumps({"rows": summary["rows"], "module": flow.fn.__module__}))
 """
 
 
 @pytest.mark.timeout(300)
 def test_the_flow_loaded_from_its_file_runs_its_shards_on_dask_workers(prefect_api, tiny_model, tmp_path):
-    """The cause of (a) and (b): loaded by file path, the flow's module is not `emodraw_flows.label`; its shard
-    task used to be pickled under that stand-alone module, and every Dask worker died importing it."""
+    """The cause of (a) and (b): loaded by file path, the flow's module is not `emodraw_flows.label` but `label`;
+    its shard task used to be pickled under that stand-alone module, and every Dask worker died importing it
+    (a worker started elsewhere, as on a cluster, has no `label` module to import)."""
     corpus = write_corpus(tmp_path / "in.parquet", make_texts(1_500, seed=9), row_group_size=250)
-    done = subprocess.run([sys.executable, "-c", LOAD_BY_FILE, str(corpus), str(tmp_path / "out"), tiny_model],
-                          cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240)
+    with dask_cluster(tmp_path) as address:
+        done = subprocess.run([sys.executable, "-c", LOAD_BY_FILE, str(corpus), str(tmp_path / "out"), tiny_model, address],
+                              cwd=ROOT, env=env(), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result == {"rows": 1_500, "module": "label"}  # loaded as a stand-alone module, as Prefect does
+    assert result == {"rows": 1_500, "module": "emodraw_flows.label"}  # the package's flow, though loaded from the file
     assert_all_rows(tmp_path / "out", 1_500)
