@@ -296,3 +296,12 @@ def test_every_public_name_resolves_and_is_documented():
             assert value.__doc__, name
     assert set(emodraw_batch.__all__) <= set(dir(emodraw_batch))
     assert flows.__all__ == ["label_corpus"] and flows.label_corpus.__doc__
+
+
+def test_the_version_lives_in_a_base_module_equal_to_the_installed_one():
+    """Modules read the version from emodraw_batch.version (no import of the package root, test_layers.py)."""
+    from importlib.metadata import version
+
+    from emodraw_batch.version import __version__
+
+    assert emodraw_batch.__version__ == __version__ == version("emodraw-batch")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from emodraw_batch import __version__
+from emodraw_batch.version import __version__
 from emodraw_batch.files import guard, lock
 from emodraw_batch.job import resume
 from emodraw_batch.analysis import stats
