@@ -286,3 +286,13 @@ def test_the_cli_takes_language_column_and_names_the_file_it_misses(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"The language column 'language' is in none of the inputs ('{src}')" in message
     assert "--language-column none" in message
+
+
+def test_a_dictionary_language_column_and_rows_without_text(tmp_path, tiny_model):
+    codes = pa.array(["es", "en", None, "es"]).dictionary_encode()
+    src = write_corpus(tmp_path / "in" / "d.parquet", [ENGLISH, ENGLISH, None, ""], lang=codes)
+    run(src, tmp_path / "out", tiny_model)
+    got = labels(tmp_path / "out")
+    assert got["status"].to_pylist() == ["language", "ok", "null", "empty"]
+    assert got["text_lang"].to_pylist() == ["es", "en", None, None]  # no text: no language, whatever the input says
+    assert got["text_lang_source"].to_pylist() == ["input", "input", None, None]

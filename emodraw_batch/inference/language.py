@@ -125,7 +125,10 @@ def given_languages(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
     Normalises the distinct values only (a column of tweets holds a few dozen codes).
     """
-    codes = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(array.type):  # encoded again below, with one dictionary for the window
+        array = array.cast(array.type.value_type)
+    codes = pc.dictionary_encode(array)
     names = np.asarray([primary_subtag(v) for v in codes.dictionary.to_pylist()] + [None], dtype=object)
     index = codes.indices.fill_null(len(names) - 1).to_numpy(zero_copy_only=False)
     return names[index]
@@ -212,10 +215,13 @@ def detect_rows(
     if languages == ANY:
         return None
     n = len(status)
-    lang = np.full(n, None, dtype=object) if given is None else given.copy()
-    source = np.where(np.not_equal(lang, None), INPUT, None).astype(object)
+    lang = np.full(n, None, dtype=object)
+    source = np.full(n, None, dtype=object)
     score = np.full(n, np.nan, dtype=np.float32)
-    rows = np.flatnonzero((status == OK) & (source == None))  # noqa: E711  (elementwise, object array)
+    if given is not None:  # only rows with text get a language, as detected rows do
+        stated = (status == OK) & np.not_equal(given, None)
+        lang[stated], source[stated] = given[stated], INPUT
+    rows = np.flatnonzero((status == OK) & np.equal(source, None))
     if rows.size:
         detector = detector_for(languages, skip_below, confidence)
         assert detector is not None
