@@ -122,7 +122,7 @@ def test_classify_takes_empty_input_and_keeps_other_columns_as_they_are(cli_out,
     frame = pl.DataFrame({"country": ["uk", "uk"], "body": ["so happy today", None], "day": [1, 2], "lang": ["en", "en"]})
     out = classify(frame, model=tiny_model, device="cpu", text_column="body")
     assert out.columns[:4] == ["country", "body", "day", "lang"] and out["day"].to_list() == [1, 2]
-    assert out["status"].to_list() == ["ok", "null"] and out["text_lang_source"].to_list() == ["input", "input"]
+    assert out["status"].to_list() == ["ok", "null"] and out["text_lang_source"].to_list() == ["input", None]
     # A group_by on the result, as in the docs.
     shares = out.filter(pl.col("status") == "ok").group_by("text_lang").agg(pl.col("emotion").value_counts())
     assert shares.height == 1
