@@ -22,8 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
+from emodraw_batch.version import __version__  # a base module: submodules import it from there, never from here
 from emodraw_batch.memory import tune_allocators  # noqa: E402
 
 tune_allocators()  # before pyarrow and polars load: their allocators read these settings once (memory.py)

@@ -76,7 +76,7 @@ def assert_same_labels(a: pa.Table, b: pa.Table) -> None:
     assert a.num_rows == b.num_rows and a.schema.names == b.schema.names
     for name in ("id", "text", "emotion", "status", "n_tokens", "truncated"):
         assert a[name].to_pylist() == b[name].to_pylist(), name
-    for name in [n for n in a.schema.names if n.startswith("prob_")] + ["score"]:
+    for name in [n for n in a.schema.names if n.startswith("prob_")] + ["emotion_score"]:
         x = a[name].to_numpy(zero_copy_only=False).astype(np.float64)
         y = b[name].to_numpy(zero_copy_only=False).astype(np.float64)
         np.testing.assert_allclose(x, y, atol=SAME_MATHS_ATOL, equal_nan=True, err_msg=name)

@@ -102,7 +102,7 @@ def test_classify_a_dataframe_a_series_and_a_list_as_the_cli_labels_them(cli_out
     # texts longer than the model's 64 positions are chunked (the default), none past --max-chunks
     assert statuses.count("ok") == ROWS - len(SPECIAL) and from_list["n_chunks"].max() > 1
     assert not from_list["truncated"].any()
-    assert from_list.columns[-5:] == ["n_tokens", "truncated", "status", "lang", "lang_score"]
+    assert from_list.columns[-6:] == ["n_tokens", "truncated", "status", "text_lang", "text_lang_score", "text_lang_source"]
     # The model the CLI's run loaded in this process, reused: loaded once for the run and every classify.
     config = RunConfig(model=tiny_model, device="cpu", shard_rows=50, window_rows=50)
     assert load_count(**classifier_settings(config)) == 1
@@ -118,13 +118,13 @@ def test_classify_a_dataframe_a_series_and_a_list_as_the_cli_labels_them(cli_out
 def test_classify_takes_empty_input_and_keeps_other_columns_as_they_are(cli_out, tiny_model):
     empty = classify([], model=tiny_model, device="cpu")
     assert empty.height == 0 and empty.columns == labels(cli_out[0]).drop_columns(["id"]).schema.names
-    # (An input column named `lang` would clash with the detected language: tests/test_language.py.)
-    frame = pl.DataFrame({"country": ["uk", "uk"], "body": ["so happy today", None], "day": [1, 2]})
+    # An X export's own `lang` column is kept, and decides the row's language (tests/test_language.py).
+    frame = pl.DataFrame({"country": ["uk", "uk"], "body": ["so happy today", None], "day": [1, 2], "lang": ["en", "en"]})
     out = classify(frame, model=tiny_model, device="cpu", text_column="body")
-    assert out.columns[:3] == ["country", "body", "day"] and out["day"].to_list() == [1, 2]
-    assert out["status"].to_list() == ["ok", "null"]
+    assert out.columns[:4] == ["country", "body", "day", "lang"] and out["day"].to_list() == [1, 2]
+    assert out["status"].to_list() == ["ok", "null"] and out["text_lang_source"].to_list() == ["input", None]
     # A group_by on the result, as in the docs.
-    shares = out.filter(pl.col("status") == "ok").group_by("lang").agg(pl.col("emotion").value_counts())
+    shares = out.filter(pl.col("status") == "ok").group_by("text_lang").agg(pl.col("emotion").value_counts())
     assert shares.height == 1
 
 
@@ -145,8 +145,8 @@ def test_a_missing_text_column_is_the_clis_error(prefect_api, corpus, tiny_model
     # The other checks of the run's validation, in the same words.
     with pytest.raises(InputError, match="must be a string type. Pass cast_text=True"):
         classify(pl.DataFrame({"text": [1, 2]}), model=tiny_model)
-    with pytest.raises(InputError, match=r"Input columns \['emotion'\] clash with the output columns"):
-        classify(pl.DataFrame({"text": ["a"], "emotion": ["joy"]}), model=tiny_model)
+    with pytest.raises(InputError, match="language column must hold language codes as strings"):
+        classify(pl.DataFrame({"text": ["a"], "lang": [1]}), model=tiny_model)
     with pytest.raises(InputError, match="item 1 is int"):
         classify(["fine", 3], model=tiny_model)
     with pytest.raises(InputError, match="got str"):
@@ -323,3 +323,12 @@ def test_every_public_name_resolves_and_is_documented():
             assert value.__doc__, name
     assert set(emodraw_batch.__all__) <= set(dir(emodraw_batch))
     assert emodraw_flows.__all__ == ["label_corpus"] and emodraw_flows.label_corpus.__doc__
+
+
+def test_the_version_lives_in_a_base_module_equal_to_the_installed_one():
+    """Modules read the version from emodraw_batch.version (no import of the package root, test_layers.py)."""
+    from importlib.metadata import version
+
+    from emodraw_batch.version import __version__
+
+    assert emodraw_batch.__version__ == __version__ == version("emodraw-batch")

@@ -130,7 +130,7 @@ def test_windows_pipelined_across_submit_and_collect(tiny_model, mixed_texts, mo
     assert len(at_once) > 3  # token-bounded windows: several even from one table
     a, b = pa.concat_tables(at_once), pa.concat_tables(piped)
     assert b.num_rows == a.num_rows and b["text"].equals(a["text"]) and b["n_chunks"].equals(a["n_chunks"])
-    np.testing.assert_allclose(b["score"].to_numpy(zero_copy_only=False), a["score"].to_numpy(zero_copy_only=False),
+    np.testing.assert_allclose(b["emotion_score"].to_numpy(zero_copy_only=False), a["emotion_score"].to_numpy(zero_copy_only=False),
                                atol=SAME_MATHS_ATOL)
 
 

@@ -127,9 +127,9 @@ def test_output_contract(tiny_model, tmp_path):
         if r["status"] == "ok":
             probs = [r[c] for c in prob_cols]
             assert abs(sum(probs) - 1) < SAME_MATHS_ATOL
-            assert r["score"] == max(probs) and r["emotion"] == prob_cols[probs.index(max(probs))][5:]
+            assert r["emotion_score"] == max(probs) and r["emotion"] == prob_cols[probs.index(max(probs))][5:]
         else:
-            assert r["emotion"] is None and r["score"] is None and r["n_tokens"] == 0
+            assert r["emotion"] is None and r["emotion_score"] is None and r["n_tokens"] == 0
     assert rows[4]["truncated"] and rows[4]["n_tokens"] == 16
     assert not rows[0]["truncated"] and rows[0]["n_tokens"] < 16
     meta = json.loads(schema.metadata[b"emodraw"])

@@ -79,7 +79,7 @@ def test_copies_get_bit_identical_results_equal_to_no_dedup(tiny_model, tmp_path
         for i in shard:
             if a["status"][i].as_py() != "ok":
                 continue
-            row = {c: a[c][i].as_py() for c in [*PROBS, "score", "emotion", "n_chunks", "n_tokens", "truncated"]}
+            row = {c: a[c][i].as_py() for c in [*PROBS, "emotion_score", "emotion", "n_chunks", "n_tokens", "truncated"]}
             assert first.setdefault(model_text[i], row) == row, i
     assert a.slice(60, 1).select(PROBS).equals(a.slice(61, 1).select(PROBS))
     # chunk mode: repeated long texts (several windows each) were chunked and run once, like the others

@@ -83,7 +83,38 @@ def violations(root: Path) -> list[str]:
                 if top in FORBIDDEN[layer]:
                     found.append(f"{name} imports {imported}: {layer} must not use {top}")
     found += subpackage_violations(root)
+    found += root_imports(root)
     found += [f"import circle: {' -> '.join(c)}" for c in circles(import_graph(root))]
+    return found
+
+
+def _imports_root(node: ast.AST, package: str) -> bool:
+    """Whether an import statement reads the package root `emodraw_batch` itself (not one of its submodules)."""
+    if isinstance(node, ast.Import):
+        return any(alias.name == "emodraw_batch" for alias in node.names)
+    if isinstance(node, ast.ImportFrom):
+        base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+        return ".".join([*base, *([node.module] if node.module else [])]) == "emodraw_batch"
+    return False
+
+
+def root_imports(root: Path) -> list[str]:
+    """Modules inside emodraw_batch/ that import the package root (`from emodraw_batch import ...`).
+
+    The root's `__init__` names the job layer (`Summary`, `run`...), so a module that reads a name from
+    the root runs while the root is half initialised: an import circle that the graph above cannot see
+    (it skips a package importing its own submodules). Shared values live in base modules (version.py).
+    """
+    found = []
+    for path in sorted((root / "emodraw_batch").rglob("*.py")):
+        name = _module_name(path, root)
+        if name == "emodraw_batch":
+            continue
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        skipped = _type_checking_nodes(tree := ast.parse(path.read_text()))
+        if any(_imports_root(node, package) for node in ast.walk(tree) if id(node) not in skipped):
+            found.append(f"{name} imports the package root emodraw_batch: import circle; import the base module "
+                         "that holds the name instead (e.g. emodraw_batch.version)")
     return found
 
 
@@ -174,6 +205,9 @@ def test_the_length_check_catches_a_long_function(tmp_path):
         ("emodraw_batch/inference/bad.py", "from emodraw_batch.job import runner\n", "a higher layer of the core"),
         ("emodraw_batch/bad.py", "def f():\n    from emodraw_batch.files.storage import x\n", "a higher layer of the core"),
         ("emodraw_batch/files/bad.py", "from ..analysis import stats\n", "a higher layer of the core"),
+        ("emodraw_batch/job/bad.py", "from emodraw_batch import __version__\n", "imports the package root"),
+        ("emodraw_batch/bad.py", "def f():\n    import emodraw_batch\n", "imports the package root"),
+        ("emodraw_batch/job/bad.py", "from .. import x\n", "imports the package root"),
     ],
 )
 def test_the_check_catches_a_wrong_import(tmp_path, module, source, words):

@@ -83,7 +83,7 @@ def labelled_output(folder, rows: int) -> str:
             "source": pa.array(np.array(["a", "b", "c", "d"])[rng.integers(0, 4, rows)]),
             "created_at": pa.array((1_790_000_000_000_000 + rng.integers(0, 30 * 86_400 * 10**6, rows)).astype("datetime64[us]")),
             "emotion": pa.array(np.array(LABELS)[top], mask=~ok),
-            "score": pa.array(probs[np.arange(rows), top], pa.float32(), mask=~ok),
+            "emotion_score": pa.array(probs[np.arange(rows), top], pa.float32(), mask=~ok),
             **{f"prob_{label}": pa.array(probs[:, i], pa.float32(), mask=~ok) for i, label in enumerate(LABELS)},
             "n_tokens": pa.array(np.full(rows, 3, np.int32)),
             "truncated": pa.array(np.zeros(rows, bool)),

@@ -107,9 +107,9 @@ def test_docs_queries_run_and_are_right(workdir: Path, monkeypatch: pytest.Monke
     ranked = sorted(products, key=lambda p: (-products[p].count("sadness") / len(products[p]), -len(products[p]), p))
     assert namespace["top_sad"]["product_id"].to_list() == ranked[:10]
 
-    low = sorted((r for r in ok if r["score"] < 0.5), key=lambda r: r["score"])
+    low = sorted((r for r in ok if r["emotion_score"] < 0.5), key=lambda r: r["emotion_score"])
     assert namespace["unsure"]["id"].to_list() == [r["id"] for r in low]
-    assert namespace["unsure"]["score"].is_sorted()
+    assert namespace["unsure"]["emotion_score"].is_sorted()
 
     per_night = namespace["per_night"]
     for night in NIGHTS:
@@ -140,7 +140,7 @@ def test_emotion_is_a_plain_string_in_every_file_of_every_run(workdir: Path) -> 
     for path in files:
         schema = pq.read_schema(path)
         assert schema.field("emotion").type == pa.string(), path
-        assert schema.field("score").type == pa.float32(), path
+        assert schema.field("emotion_score").type == pa.float32(), path
         table = pq.read_table(path, columns=["emotion"])
         silent += table["emotion"].null_count == table.num_rows  # a shard with nothing classified
     assert silent == 1

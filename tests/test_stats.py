@@ -36,14 +36,14 @@ def _rows() -> list[dict]:
         rows.append(
             {
                 "emotion": rng.choice(LABELS[:5]),  # 'surprise' never occurs: a label with count 0
-                "score": round(rng.uniform(0.2, 1.0), 3),
+                "emotion_score": round(rng.uniform(0.2, 1.0), 3),
                 "status": "ok",
                 "source": rng.choice(["twitter", "review"]),
                 "product_id": rng.choice([None, "B01", "B02"]),
                 "created_at": START + timedelta(days=day, hours=rng.randint(0, 23)),
             }
         )
-    keys = ("emotion", "score", "status", "source", "product_id", "created_at")
+    keys = ("emotion", "emotion_score", "status", "source", "product_id", "created_at")
     rows += [
         dict(zip(keys, values))
         for values in [
@@ -68,7 +68,7 @@ def _table(rows: list[dict], start_id: int) -> pa.Table:
     probs = {label: [] for label in LABELS}
     for r in rows:
         for label in LABELS:
-            p = None if r["score"] is None else (r["score"] if label == r["emotion"] else (1 - r["score"]) / 5)
+            p = None if r["emotion_score"] is None else (r["emotion_score"] if label == r["emotion"] else (1 - r["emotion_score"]) / 5)
             probs[label].append(p)
     columns = {
         "id": pa.array(range(start_id, start_id + len(rows)), pa.int64()),
@@ -77,7 +77,7 @@ def _table(rows: list[dict], start_id: int) -> pa.Table:
         "source": pa.array([r["source"] for r in rows], pa.string()),
         "product_id": pa.array([r["product_id"] for r in rows], pa.string()),
         "emotion": pa.array([r["emotion"] for r in rows], pa.string()),
-        "score": pa.array([r["score"] for r in rows], pa.float32()),
+        "emotion_score": pa.array([r["emotion_score"] for r in rows], pa.float32()),
         **{f"prob_{label}": pa.array(probs[label], pa.float32()) for label in LABELS},
         "n_chunks": pa.array([1] * len(rows), pa.int32()),
         "n_tokens": pa.array([3] * len(rows), pa.int32()),
@@ -120,7 +120,7 @@ def _expected_table(ok: pl.DataFrame, key: str | None) -> list[dict]:
             sub = part.filter(pl.col("emotion") == label)
             if key and sub.is_empty():
                 continue  # group tables list only the (group, emotion) pairs that occur
-            scores = sub["score"].cast(pl.Float64)
+            scores = sub["emotion_score"].cast(pl.Float64)
             row = {key: group[0]} if key else {}
             row.update(
                 emotion=label,
@@ -369,12 +369,12 @@ def test_exact_median_equals_polars_median_with_ties_nulls_and_groups(small: int
             "emotion": rng.choice(LABELS, n),
             # group sizes from 1 row to thousands, a null group, odd and even counts
             "group": [None if g == 0 else f"g{g}" for g in np.minimum(rng.geometric(0.05, n), 120)],
-            "score": pl.Series(scores, dtype=pl.Float32),
+            "emotion_score": pl.Series(scores, dtype=pl.Float32),
         }
     )
     for keys in (["emotion"], ["group", "emotion"], ["group"]):
         got = median.median(frame.lazy(), keys, _sizes(frame, keys))
-        want = frame.group_by(keys).agg(pl.col("score").cast(pl.Float64).median().alias("median_score")).drop_nulls(
+        want = frame.group_by(keys).agg(pl.col("emotion_score").cast(pl.Float64).median().alias("median_score")).drop_nulls(
             "median_score"
         )
         joined = want.join(got, on=keys, how="full", nulls_equal=True, coalesce=True)
@@ -390,8 +390,8 @@ def test_exact_median_orders_negative_and_signed_zero_values_like_polars(monkeyp
     values = np.concatenate(
         [(rng.standard_normal(999) * 10.0 ** rng.integers(-30, 30, 999)).astype(np.float32), np.float32([-0.0, 0.0, np.inf, -np.inf])]
     )
-    frame = pl.DataFrame({"k": rng.integers(0, 7, values.size), "score": pl.Series(values, dtype=pl.Float32)})
+    frame = pl.DataFrame({"k": rng.integers(0, 7, values.size), "emotion_score": pl.Series(values, dtype=pl.Float32)})
     got = median.median(frame.lazy(), ["k"], _sizes(frame, ["k"]))
-    want = frame.group_by("k").agg(pl.col("score").cast(pl.Float64).median().alias("want"))
+    want = frame.group_by("k").agg(pl.col("emotion_score").cast(pl.Float64).median().alias("want"))
     joined = want.join(got, on="k")
     assert joined.height == 7 and (joined["want"] == joined["median_score"]).all(), joined

@@ -119,7 +119,7 @@ def _counted(rows: pl.LazyFrame, keys: list[str], name: str) -> pl.DataFrame:
 
 
 def median(
-    frame: pl.LazyFrame, keys: Sequence[str], sizes: pl.DataFrame, value: str = "score", name: str = "median_score"
+    frame: pl.LazyFrame, keys: Sequence[str], sizes: pl.DataFrame, value: str = "emotion_score", name: str = "median_score"
 ) -> pl.DataFrame:
     """The exact median of the float32 column `value` per `keys` (one row per key with a non-null value).
 

@@ -237,7 +237,7 @@ def render_html(summary: dict[str, Any], charts: list[tuple[str, str]], palette:
         )
     if summary.get("languages"):
         langs = ", ".join(f"{e(k)}: {v:,}" for k, v in summary["languages"].items())
-        extra.append(f"<li>Rows by detected language (None = unsure or no text): {langs} (table stats/languages.parquet).</li>")
+        extra.append(f"<li>Rows by language (the input's own or detected; None = unsure or no text): {langs} (table stats/languages.parquet).</li>")
     for column, info in summary.get("group_by", {}).items():
         extra.append(f"<li>Grouped by <b>{e(column)}</b>: {info['groups']:,} groups (table stats/{e(info['table'])}).</li>")
     images = "\n".join(f'<h2>{e(title)}</h2>\n<img src="{e(name)}" alt="{e(title)}">' for name, title in charts)
@@ -300,7 +300,7 @@ def console_tables(stats: st.Stats, max_rows: int = 30) -> list[Table]:
         return table
 
     if stats.languages is not None:
-        langs = Table(title="Rows by detected language (None = unsure or no text)")
+        langs = Table(title="Rows by language (the input's own or detected; None = unsure or no text)")
         for name in ("lang", "rows", "classified"):
             langs.add_column(name, justify="left" if name == "lang" else "right")
         for lang, n, classified_rows in stats.languages.head(max_rows).iter_rows():

@@ -34,6 +34,7 @@ from emodraw_batch.atomic import replacing_in
 from emodraw_batch.analysis.median import median
 from emodraw_batch.files.layout import STATS, STATS_SUMMARY, Layout, layout
 from emodraw_batch.files.storage import polars_options
+from emodraw_batch.files.writer import METADATA_KEY, written_names
 from emodraw_batch.text import OK
 
 if TYPE_CHECKING:
@@ -45,7 +46,10 @@ if TYPE_CHECKING:
 # unit `i` is left out on purpose because it means nothing for a time column.
 _DURATION = re.compile(r"(?:\d+(?:ns|us|ms|s|m|h|d|w|mo|q|y))+")
 # Names the by_<column> tables use for their own columns (and the labels' own columns).
-_RESERVED = ("emotion", "count", "share", "mean_score", "median_score", "score", "n_chunks", "n_tokens", "truncated", "status", "lang_score")
+_RESERVED = (
+    "emotion", "count", "share", "mean_score", "median_score", "emotion_score", "n_chunks", "n_tokens", "truncated",
+    "status", "text_lang_score", "text_lang_source",
+)
 
 
 def check_every(every: str) -> str:
@@ -187,6 +191,28 @@ def labels_schema(out_dir: str | Path | Layout) -> pa.Schema:
     return pq.read_schema(out.shard_files()[0], filesystem=out.fs).remove_metadata()
 
 
+def labels_view(out: Layout) -> tuple[pl.LazyFrame, pa.Schema]:
+    """The labels with our columns under their own names (`emotion_score`, `status`, `text_lang`...).
+
+    A file names them as `writer.written_names` says: `emodraw_<name>` beside an input column of the
+    same name (that input column is left out here: the statistics are about our columns), and the
+    names before issue 38 (`score`, `lang`) in older files. Every file of an output shares one schema.
+    """
+    first = out.shard_files()[0] if out.shard_files() else None
+    frame = scan_labels(out)
+    if first is None:
+        return frame, pa.schema([])
+    schema = pq.read_schema(first, filesystem=out.fs)
+    stored = (schema.metadata or {}).get(METADATA_KEY)  # none in files not written by emodraw-batch
+    names = {own: written for own, written in written_names(json.loads(stored) if stored else {}).items()
+             if written != own and written in schema.names}
+    schema = schema.remove_metadata()
+    shadowed = [own for own in names if own in schema.names]
+    kept = [f for f in schema if f.name not in shadowed]
+    schema = pa.schema([f.with_name(next((o for o, w in names.items() if w == f.name), f.name)) for f in kept])
+    return frame.drop(shadowed).rename({written: own for own, written in names.items()}), schema
+
+
 def compute(
     out_dir: str | Path | Layout, group_by: Sequence[str] = (), time_column: str | None = None, every: str = "1d"
 ) -> Stats:
@@ -194,21 +220,20 @@ def compute(
     import polars as pl
 
     out = layout(out_dir)
-    frame = scan_labels(out)
-    schema = labels_schema(out)
+    frame, schema = labels_view(out)
     check_options(schema, group_by, time_column, every, where=f"the labels in {out.uri!r}")
     labels = [name.removeprefix("prob_") for name in schema.names if name.startswith("prob_")]
     ok = frame.filter(pl.col("status") == OK)
-    scores = [pl.len().cast(pl.Int64).alias("count"), pl.col("score").cast(pl.Float64).mean().alias("mean_score")]
+    scores = [pl.len().cast(pl.Int64).alias("count"), pl.col("emotion_score").cast(pl.Float64).mean().alias("mean_score")]
     queries = {
         "status": frame.group_by("status").agg(pl.len().cast(pl.Int64).alias("rows")),
         "overall": ok.group_by("emotion").agg(scores),
     }
     for column in group_by:
         queries[f"by:{column}"] = ok.group_by(column, "emotion").agg(scores)
-    if "lang" in schema.names:
+    if "text_lang" in schema.names:
         queries["languages"] = (
-            frame.group_by("lang")
+            frame.group_by(pl.col("text_lang").alias("lang"))
             .agg(pl.len().cast(pl.Int64).alias("rows"), (pl.col("status") == OK).sum().cast(pl.Int64).alias("classified"))
             .sort("rows", "lang", descending=[True, False], nulls_last=True)
         )

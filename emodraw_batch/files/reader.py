@@ -137,8 +137,14 @@ def _stamp(fs: pafs.FileSystem, inner: str, handle: pa.NativeFile) -> dict[str, 
 
 
 # How an error message names the setting that fixes it: the command line's flag, or the Python API's keyword.
-FLAGS = {"text_column": "--text-column NAME", "id_column": "--id-column NAME", "cast_text": "--cast-text"}
-KEYWORDS = {"text_column": "text_column=NAME", "id_column": "id_column=NAME", "cast_text": "cast_text=True"}
+FLAGS = {
+    "text_column": "--text-column NAME", "id_column": "--id-column NAME", "cast_text": "--cast-text",
+    "language_column": "--language-column NAME", "no_language_column": "--language-column none",
+}
+KEYWORDS = {
+    "text_column": "text_column=NAME", "id_column": "id_column=NAME", "cast_text": "cast_text=True",
+    "language_column": "language_column=NAME", "no_language_column": 'language_column="none"',
+}
 
 
 def check_columns(
@@ -173,6 +179,37 @@ def check_columns(
         )
 
 
+def check_language_column(where: str, schema: pa.Schema, column: str | None, fix: dict[str, str] = FLAGS) -> None:
+    """The input's language column, where present, holds strings (language codes such as en or pt-BR)."""
+    if column is None or column not in schema.names:
+        return
+    kind = schema.field(column).type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)):
+        raise InputError(
+            f"Column {column!r} in {where[0].lower() + where[1:]} has type {kind}, but the language column must hold "
+            f"language codes as strings (BCP 47, such as en or pt-BR). Name another column with {fix['language_column']}, "
+            f"or pass {fix['no_language_column']} to detect every row's language."
+        )
+
+
+def check_language_column_found(wheres: Sequence[str], names: Sequence[Sequence[str]], column: str | None,
+                                fix: dict[str, str] = FLAGS) -> None:
+    """A language column other than the default `lang` must be in at least one input: else it is a typo.
+
+    (`lang` is X's name and only the default: inputs without it are detected, and that is not an error.)
+    """
+    if column is None or column == "lang" or any(column in n for n in names):
+        return
+    shown = ", ".join(repr(w) for w in wheres[:3]) + (f" and {len(wheres) - 3} more" if len(wheres) > 3 else "")
+    raise InputError(
+        f"The language column {column!r} is in none of the inputs ({shown}); the columns of the first are "
+        f"{list(names[0])}. Name the right one with {fix['language_column']}, or pass {fix['no_language_column']} "
+        "to detect every row's language."
+    )
+
+
 def unify(files: Sequence[InputFile]) -> pa.Schema:
     """One schema for the whole corpus: missing columns become nullable, int32/int64 and
     string/large_string widen. Types that cannot be merged are an error naming file and column."""
@@ -192,7 +229,10 @@ def unify(files: Sequence[InputFile]) -> pa.Schema:
                     "the output files must share one schema. Cast the column to one type in the inputs, "
                     "or label these files in separate runs."
                 ) from None
-    raise InputError("The input files' schemas cannot be merged; label them in separate runs.")
+    raise InputError(
+        f"The schemas of the input files {[f.path for f in files]} cannot be merged into one output schema. "
+        "Label them in separate runs, or cast their columns to the same types."
+    )
 
 
 def align(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -1,6 +1,9 @@
 """Build the labelled table (the output contract) and stream it into one Parquet file per shard.
 
-No partial file is ever visible: see atomic.py.
+Every input column is kept as it is; no input column is ever refused for its name. The added
+columns have names that common exports of tweets, toots and reviews do not use (`output_names`);
+where an input column has one anyway, ours is written as `emodraw_<name>` and the file's metadata
+records it (`written_names`; statistics read through it). No partial file is ever visible: see atomic.py.
 """
 
 from __future__ import annotations
@@ -16,49 +19,72 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from emodraw_batch.atomic import Check, replacing_in
-from emodraw_batch.errors import InputError
 from emodraw_batch.inference.classifier import Prediction
 from emodraw_batch.inference.language import Rows
 from emodraw_batch.text import OK
 
-ADDED = ("emotion", "score", "n_chunks", "n_tokens", "truncated", "status")
+ADDED = ("emotion", "emotion_score", "n_chunks", "n_tokens", "truncated", "status")
 # Added after `status` only when languages are detected (any setting but --languages any).
-LANGUAGE_ADDED = ("lang", "lang_score")
+LANGUAGE_ADDED = ("text_lang", "text_lang_score", "text_lang_source")
 METADATA_KEY = b"emodraw"
 COUNTS_KEY = "emodraw_counts"  # counts known only once a file is written (AtomicParquetWriter.counts)
+# The naming of the added columns, in the resume fingerprint. 2 (issue 38): `score`, `lang` and `lang_score`
+# became `emotion_score`, `text_lang` and `text_lang_score`, because X exports have `lang` and Reddit's
+# have `score`; an input column that still shares a name with one is kept and ours is written beside it.
+OUTPUT_COLUMNS = 2
+# Files written with OUTPUT_COLUMNS 1 (no "columns" in their metadata): where each column was.
+_BEFORE = {"emotion_score": "score", "text_lang": "lang", "text_lang_score": "lang_score"}
+# What an added column is called where the input already has a column of its name.
+PREFIX = "emodraw_"
 
 
-def added_fields(prob_columns: list[str], languages: bool = False) -> list[pa.Field]:
-    """The columns every output file gets after the passthrough columns (the output contract)."""
-    return [
-        pa.field("emotion", pa.string()),
-        pa.field("score", pa.float32()),
-        *(pa.field(c, pa.float32()) for c in prob_columns),
-        pa.field("n_chunks", pa.int32()),  # windows the model ran (1 unless --long-texts chunk)
-        pa.field("n_tokens", pa.int32()),
-        pa.field("truncated", pa.bool_()),
-        pa.field("status", pa.string()),
-        *((pa.field("lang", pa.string()), pa.field("lang_score", pa.float32())) if languages else ()),
-    ]
+def added_names(prob_columns: list[str], languages: bool = False) -> list[str]:
+    """The added columns' own names, in order: the output contract."""
+    return ["emotion", "emotion_score", *prob_columns, *ADDED[2:], *(LANGUAGE_ADDED if languages else ())]
 
 
-def check_added_columns(names: Iterable[str], languages: bool = False) -> None:
-    """No input column may take the name of a column the output adds."""
-    added = ADDED + LANGUAGE_ADDED if languages else ADDED
-    clash = sorted({c for c in names if c in added or c.startswith("prob_")})
-    if clash:
-        also = " (or pass --languages any, which adds no lang columns)" if set(clash) & set(LANGUAGE_ADDED) else ""
-        raise InputError(
-            f"Input columns {clash} clash with the output columns emodraw-batch adds "
-            f"({', '.join(added)}, prob_<label>). Rename them in the input, or drop them before labelling{also}."
-        )
+def output_names(input_names: Iterable[str], prob_columns: list[str], languages: bool = False) -> dict[str, str]:
+    """Each added column's name -> the name it is written under: its own, or `emodraw_<name>` where
+    the input already has a column of that name (the input's column is kept as it is, never refused)."""
+    taken = set(input_names)
+    names = {}
+    for name in added_names(prob_columns, languages):
+        written = name
+        while written in taken:
+            written = PREFIX + written
+        taken.add(written)
+        names[name] = written
+    return names
+
+
+def written_names(metadata: dict[str, Any]) -> dict[str, str]:
+    """An output file's added columns: own name -> name in the file (from its metadata; older files: `_BEFORE`)."""
+    return dict(metadata["columns"]) if "columns" in metadata else dict(_BEFORE)
+
+
+_TYPES = {
+    "emotion": pa.string(), "emotion_score": pa.float32(),
+    "n_chunks": pa.int32(),  # windows the model ran (1 unless --long-texts chunk)
+    "n_tokens": pa.int32(), "truncated": pa.bool_(), "status": pa.string(),
+    "text_lang": pa.string(), "text_lang_score": pa.float32(), "text_lang_source": pa.string(),
+}
+
+
+def added_fields(prob_columns: list[str], languages: bool = False, names: dict[str, str] | None = None) -> list[pa.Field]:
+    """The columns every output file gets after the passthrough columns (the output contract), under
+    `names` (`output_names`; by default their own names)."""
+    names = names or {}
+    return [pa.field(names.get(n, n), _TYPES.get(n, pa.float32())) for n in added_names(prob_columns, languages)]
 
 
 def output_schema(
     input_schema: pa.Schema, prob_columns: list[str], metadata: dict[str, Any], languages: bool = False
 ) -> pa.Schema:
-    fields = [*input_schema.remove_metadata(), *added_fields(prob_columns, languages)]
-    return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, default=str).encode()})
+    """The input's columns unchanged, then the added ones; the metadata records the names they got."""
+    names = output_names(input_schema.names, prob_columns, languages)
+    fields = [*input_schema.remove_metadata(), *added_fields(prob_columns, languages, names)]
+    stored = {**metadata, "output_columns": OUTPUT_COLUMNS, "columns": names}
+    return pa.schema(fields, metadata={METADATA_KEY: json.dumps(stored, default=str).encode()})
 
 
 def read_metadata(path: str | Path, fs: pafs.FileSystem | None = None) -> dict[str, Any]:
@@ -101,8 +127,12 @@ def label_table(
         pa.array(status.astype(str), pa.string()),
     ]
     if languages is not None:
-        lang, lang_score = languages
-        columns += [pa.array(lang, pa.string()), pa.array(lang_score, pa.float32(), from_pandas=True)]
+        lang, lang_score, source = languages
+        columns += [
+            pa.array(lang, pa.string()),
+            pa.array(lang_score, pa.float32(), from_pandas=True),  # NaN (the input decided, no text) -> null
+            pa.array(source, pa.string()),
+        ]
     out = table
     for f, col in zip(list(schema)[table.num_columns :], columns):
         out = out.append_column(f, col)

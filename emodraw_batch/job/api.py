@@ -18,8 +18,8 @@ import pyarrow as pa
 
 from emodraw_batch.config import DEFAULT_MODEL, Precision, RunConfig, build
 from emodraw_batch.errors import ConfigError, InputError
-from emodraw_batch.files.reader import KEYWORDS, check_columns
-from emodraw_batch.files.writer import check_added_columns, output_schema
+from emodraw_batch.files.reader import KEYWORDS, check_columns, check_language_column, check_language_column_found
+from emodraw_batch.files.writer import output_schema
 from emodraw_batch.job import runner
 from emodraw_batch.job.runner import OnRows, Summary
 from emodraw_batch.job.validate import check_model
@@ -44,6 +44,8 @@ class ClassifySettings(TypedDict, total=False):
     dedup: bool
     dedup_texts: int
     languages: str
+    language_column: str | None
+    language_skip_below: float
     language_confidence: float
     long_texts: Literal["truncate", "chunk"]
     chunk_overlap: int | None
@@ -128,9 +130,11 @@ def classify(
     `data` is a list of texts (None for a missing one), a polars Series (both become the column
     `text_column`), a polars DataFrame, or a pandas DataFrame or pyarrow Table (through polars'
     conversion). The result has every input column unchanged and in order, then `emotion`,
-    `score`, `prob_<label>` (one per label), `n_tokens`, `n_chunks`, `truncated` and `status` (`ok`, `null`,
-    `empty`, `blank`), one row per input row in the input's order: what `emodraw-batch run`
-    writes for the same rows. `model` is a hub id or a local checkpoint folder, loaded once per
+    `emotion_score`, `prob_<label>` (one per label), `n_chunks`, `n_tokens`, `truncated` and `status` (`ok`,
+    `null`, `empty`, `blank`, `language`), and with languages (all but `languages="any"`) `text_lang`,
+    `text_lang_score` and `text_lang_source`; one row per input row in the input's order: what
+    `emodraw-batch run` writes for the same rows. An input column that has one of those names is kept
+    and ours is named `emodraw_<name>` (docs/run.md, the output contract). `model` is a hub id or a local checkpoint folder, loaded once per
     process and settings and then reused; `settings` are RunConfig's model settings (device,
     precision, runtime, max_length, long_texts, chunk_overlap, max_chunks, chunk_aggregation, batch_tokens,
     window_rows, revision, allow_pickle, cast_text, dedup: a text repeated in `data` is run once, its copies
@@ -143,7 +147,9 @@ def classify(
                       {"model": model, "text_column": text_column, **settings})
     table = as_table(data, config.text_column)
     check_columns("The data", table.schema, config.text_column, None, config.cast_text, KEYWORDS)
-    check_added_columns(table.column_names, config.detects_languages)
+    if config.detects_languages:
+        check_language_column("The data", table.schema, config.language_column, KEYWORDS)
+        check_language_column_found(["the data"], [table.column_names], config.language_column, KEYWORDS)
     check_model(config)  # a device, precision or runtime that cannot run here: refused before the load
     clf = runner.classifier_for(config)
     schema = output_schema(table.schema, clf.columns, runner.label_metadata(config, clf), config.detects_languages)

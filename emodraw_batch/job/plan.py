@@ -19,7 +19,7 @@ from emodraw_batch.files import lock
 from emodraw_batch.job import resume
 from emodraw_batch.files.layout import LABELS, Layout
 from emodraw_batch.files.reader import Shard
-from emodraw_batch.files.writer import read_counts
+from emodraw_batch.files.writer import read_counts, read_metadata, written_names
 from emodraw_batch.job.validate import Job
 
 
@@ -62,7 +62,11 @@ class Plan:
 
 def result_from_file(shard: Shard, out: Layout) -> ShardResult:
     """Rebuild a finished shard's counts from its output file (a resumed run reports whole-job numbers)."""
-    table = pq.read_table(out.shard(shard.name), columns=["emotion", "status", "truncated"], filesystem=out.fs)
+    path = out.shard(shard.name)
+    names = written_names(read_metadata(path, out.fs))  # ours may be emodraw_<name> beside an input column
+    wanted = {name: names.get(name, name) for name in ("emotion", "status", "truncated")}
+    read = pq.read_table(path, columns=list(wanted.values()), filesystem=out.fs)
+    table = read.rename_columns(list(wanted))
     emotions = Counter(e for e in table["emotion"].to_pylist() if e is not None)
     return ShardResult(
         output=f"{LABELS}/{shard.name}",
@@ -73,7 +77,7 @@ def result_from_file(shard: Shard, out: Layout) -> ShardResult:
         status=dict(Counter(table["status"].to_pylist())),
         truncated=int(pc.sum(table["truncated"]).as_py() or 0),
         seconds=0.0,
-        repeats=read_counts(out.shard(shard.name), out.fs).get("repeats", 0),
+        repeats=read_counts(path, out.fs).get("repeats", 0),
     )
 
 

@@ -26,7 +26,7 @@ from emodraw_batch.config import RunConfig
 from emodraw_batch.errors import OutputError
 from emodraw_batch.files.layout import RUN_FILE, WRITTEN, Layout
 from emodraw_batch.files.reader import Inputs, Shard
-from emodraw_batch.files.writer import METADATA_KEY
+from emodraw_batch.files.writer import METADATA_KEY, OUTPUT_COLUMNS
 
 
 def fingerprint(config: RunConfig) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def fingerprint(config: RunConfig) -> dict[str, Any]:
     job that crashed on a GPU (auto = bf16) and is rerun on a CPU (auto = fp32) would resume as
     "the same job" and mix two precisions in one output folder.
     """
-    return config.fingerprint()
+    return {**config.fingerprint(), "output_columns": OUTPUT_COLUMNS}
 
 
 def job_record(inputs: Inputs, config: RunConfig, shards: list[Shard]) -> dict[str, Any]:
@@ -67,7 +67,13 @@ def _changed_input(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> str 
 
 # Settings that joined the fingerprint later, and what a run.json written without them did: such a
 # job resumes with that value (and is another job with the other one).
-_BEFORE_KEY = {"dedup": False, "languages": "any", "long_texts": "truncate"}
+# Before issue 38: detected rows were skipped on the best guess's own score (no language_skip_below),
+# no input column decided a language (an input `lang` was refused), and the output columns were `score`,
+# `lang` and `lang_score` (output_columns 1).
+_BEFORE_KEY = {
+    "dedup": False, "languages": "any", "long_texts": "truncate", "language_skip_below": None,
+    "language_column": None, "output_columns": 1,
+}
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -110,6 +116,7 @@ def check(out: Layout, record: dict[str, Any], overwrite: bool) -> None:
 # compared, so a setting added to the fingerprint (and so to the settings) is checked with no edit here.
 _SHARD_VALUE: dict[str, tuple[str, ...]] = {
     "precision": ("precision",),  # what ran, as the classifier describes it (older shards' settings say "auto")
+    "output_columns": ("output_columns",),  # the naming of the added columns (writer.OUTPUT_COLUMNS)
 }
 _MISSING = object()
 

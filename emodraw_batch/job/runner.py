@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from emodraw_batch import __version__
+from emodraw_batch.version import __version__
 from emodraw_batch.files import guard, lock
 from emodraw_batch.job import resume
 from emodraw_batch.analysis import stats
@@ -324,7 +324,9 @@ def count_duplicates(out: Layout, id_column: str) -> int:
 def written_model(out: Layout) -> dict[str, Any]:
     """The model description stored in an output file: a rerun with nothing left to label loads no model."""
     metadata = read_metadata(out.shard_files()[0], out.fs)
-    return {k: v for k, v in metadata.items() if k not in ("emodraw_batch", "config", "language_model")}  # describe()'s keys
+    # describe()'s keys: not the version and settings, the detector's, or the writer's column names
+    others = ("emodraw_batch", "config", "language_model", "language_rule", "output_columns", "columns")
+    return {k: v for k, v in metadata.items() if k not in others}
 
 
 def _check_no_strays(job: Job) -> None:

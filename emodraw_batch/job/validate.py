@@ -22,9 +22,8 @@ from emodraw_batch.analysis import stats
 from emodraw_batch.config import RunConfig
 from emodraw_batch.errors import OutputError
 from emodraw_batch.files.layout import Layout, layout
-from emodraw_batch.files.reader import Inputs, Shard, plan_shards, scan
+from emodraw_batch.files.reader import Inputs, Shard, check_language_column, check_language_column_found, plan_shards, scan
 from emodraw_batch.files.storage import is_uri
-from emodraw_batch.files.writer import check_added_columns
 
 
 @dataclass(frozen=True)
@@ -149,9 +148,15 @@ def validate(specs: Sequence[str], out_dir: str | Path | Layout, config: RunConf
     )
     out = layout(out_dir)
     _check_output_dir(out, inputs)
-    check_added_columns((c for f in inputs.files for c in f.schema.names), config.detects_languages)
-    # --group-by lang works when the labels will have it
-    schema = inputs.schema.append(pa.field("lang", pa.string())) if config.detects_languages else inputs.schema
+    if config.detects_languages:
+        for f in inputs.files:
+            check_language_column(f"File {f.path!r}", f.schema, config.language_column)
+        check_language_column_found([f.path for f in inputs.files], [f.schema.names for f in inputs.files],
+                                    config.language_column)
+    # --group-by text_lang works when the labels will have it (and the input has no column of that name)
+    schema = inputs.schema
+    if config.detects_languages and "text_lang" not in schema.names:
+        schema = schema.append(pa.field("text_lang", pa.string()))
     stats.check_options(schema, config.group_by, config.time_column, config.every)
     shards = plan_shards(inputs, config.shard_rows)
     record = resume.job_record(inputs, resolved, shards)

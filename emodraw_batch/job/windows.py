@@ -25,12 +25,24 @@ Encoded = tuple[np.ndarray, list[list[int]], np.ndarray, "language.Rows | None",
 
 
 def prepare_window(table: pa.Table, config: RunConfig) -> Prepared:
-    """A window's cleaned texts, row statuses and languages (rows outside `config.languages`: status `language`)."""
+    """A window's cleaned texts, row statuses and languages (rows outside `config.languages`: status `language`).
+
+    The input's language column (`config.language_column`), where the window has it, decides the rows it
+    names a language for; the detector the others.
+    """
     column = table[config.text_column]
     if config.cast_text and not pa.types.is_string(column.type):
         column = column.cast(pa.string())
     texts, status = prepare(column)
-    return texts, status, language.detect_rows(texts, status, config.languages, config.language_confidence)
+    if not config.detects_languages:
+        return texts, status, None
+    given = None
+    if config.language_column is not None and config.language_column in table.column_names:
+        given = language.given_languages(table[config.language_column])  # the input's own, where it names one
+    rows = language.detect_rows(
+        texts, status, config.languages, config.language_skip_below, config.language_confidence, given
+    )
+    return texts, status, rows
 
 
 def encode_prepared(prepared: Prepared, clf: EmotionClassifier, repeats: Repeats | None = None) -> Encoded:
