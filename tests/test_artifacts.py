@@ -48,7 +48,7 @@ def test_a_run_publishes_its_table_and_paragraph(prefect_api, tiny_model, tmp_pa
     assert len(read_artifacts(f"{base}-summary")) == 2
 
 
-def test_an_artifact_failure_never_fails_the_run(prefect_api, tiny_model, tmp_path, monkeypatch):
+def test_an_artifact_failure_never_fails_the_run(prefect_api, tiny_model, tmp_path, monkeypatch, caplog):
     import prefect.artifacts
 
     def broken(*args, **kwargs):
@@ -60,4 +60,8 @@ def test_an_artifact_failure_never_fails_the_run(prefect_api, tiny_model, tmp_pa
                               "--json", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["rows"] == 20
-    assert "Could not publish the run's artifacts" in result.stderr and "artifact API down" in result.stderr
+    # Prefect's console handler writes to the stderr it found when Prefect's logging was first set up in
+    # this process, which is CliRunner's capture only if that happened in this very invocation (test order):
+    # the warning is checked where it always lands, the log records.
+    warned = [r.getMessage() for r in caplog.records if "Could not publish the run's artifacts" in r.getMessage()]
+    assert len(warned) == 1 and "artifact API down" in warned[0], warned
