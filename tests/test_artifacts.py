@@ -49,38 +49,15 @@ def test_a_run_publishes_its_table_and_paragraph(prefect_api, tiny_model, tmp_pa
 
 
 def test_an_artifact_failure_never_fails_the_run(prefect_api, tiny_model, tmp_path, monkeypatch):
-    import logging
-
     import prefect.artifacts
-
-    class Records(logging.Handler):
-        def __init__(self) -> None:
-            super().__init__(logging.WARNING)
-            self.messages: list[str] = []
-
-        def emit(self, record: logging.LogRecord) -> None:
-            self.messages.append(record.getMessage())
 
     def broken(*args, **kwargs):
         raise RuntimeError("artifact API down")
 
     monkeypatch.setattr(prefect.artifacts, "create_table_artifact", broken)
     corpus = write_corpus(tmp_path / "in.parquet", make_texts(20, seed=3))
-    from prefect.logging.configuration import ensure_logging_setup
-
-    ensure_logging_setup()  # now, or setting it up during the run would drop the handler added here
-    records = Records()
-    flow_logs = logging.getLogger("prefect.flow_runs")  # the flow run's logger
-    flow_logs.addHandler(records)
-    try:
-        result = cli.invoke(app, ["run", str(corpus), "-o", str(tmp_path / "out"), "--model", tiny_model, "--device",
-                                  "cpu", "--json", "--no-progress"])
-    finally:
-        flow_logs.removeHandler(records)
+    result = cli.invoke(app, ["run", str(corpus), "-o", str(tmp_path / "out"), "--model", tiny_model, "--device", "cpu",
+                              "--json", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["rows"] == 20
-    # Prefect's console handler writes to the stderr it found when Prefect's logging was first set up in
-    # this process, which is CliRunner's capture only if that happened in this very invocation (test order):
-    # the warning is checked where it always goes, the flow run's logger.
-    warned = [m for m in records.messages if "Could not publish the run's artifacts" in m]
-    assert len(warned) == 1 and "artifact API down" in warned[0], warned
+    assert "Could not publish the run's artifacts" in result.stderr and "artifact API down" in result.stderr
