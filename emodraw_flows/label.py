@@ -284,12 +284,25 @@ class ExplainedFailures(logging.Filter):
 
 @contextmanager
 def terminal_logs(verbose: bool) -> Iterator[None]:
-    """Prefect's console handlers without the explained failures (all of them with --verbose)."""
+    """Prefect's console handlers without the explained failures (all of them with --verbose), writing to
+    this process's stderr as it is now.
+
+    Prefect binds its console handlers to the stderr of the moment its logging was set up; a caller that
+    has replaced sys.stderr since (a test runner capturing a command's output, a notebook) would not see
+    the run's logs otherwise.
+    """
+    import sys
+
     from prefect.logging.configuration import ensure_logging_setup
+    from prefect.logging.handlers import PrefectConsoleHandler
 
     ensure_logging_setup()  # Prefect configures its handlers on first use: now, so that there are some to filter
     console = [logging.getLogger(name) for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs")]
     handlers = [h for lg in console for h in lg.handlers if isinstance(h, logging.StreamHandler)]  # not the API's
+    ours = [h for h in handlers if isinstance(h, PrefectConsoleHandler)]
+    streams = [(h, h.stream, h.console.file) for h in ours]
+    for handler in ours:
+        handler.stream = handler.console.file = sys.stderr
     quiet = ExplainedFailures()
     for handler in [] if verbose else handlers:
         handler.addFilter(quiet)
@@ -298,6 +311,8 @@ def terminal_logs(verbose: bool) -> Iterator[None]:
     finally:
         for handler in handlers:
             handler.removeFilter(quiet)
+        for handler, stream, file in streams:
+            handler.stream, handler.console.file = stream, file
 
 
 def execute(job: Job, engine: EngineConfig, on_rows: OnRows | None = None, verbose: bool = False) -> dict[str, Any]:
