@@ -108,3 +108,36 @@ def test_equal_lengths_setting_parses_and_checks_its_range(tiny_model):
     assert F.parse_fast_paths("equal_lengths=0") == {"equal_lengths": 0.0}
     with pytest.raises(ConfigError, match="equal_lengths"):
         EmotionClassifier(tiny_model, device="cpu", equal_lengths=2)
+
+
+# -- torch.compile without a recompile per batch -----------------------------------------------
+
+
+def test_compiled_model_compiles_a_bounded_number_of_graphs_for_many_widths(tiny_model):
+    """Inductor for real (C++ kernels on the CPU): tens of seconds for the tiny model on 2 cores."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    texts = make_texts(240, seed=8, max_words=50)
+    eager = EmotionClassifier(tiny_model, device="cpu", batch_tokens=300)
+    clf = EmotionClassifier(tiny_model, device="cpu", batch_tokens=300, compile=True, equal_lengths=0.25)
+    assert clf.backend.model_call is not clf.model
+    shapes: set[tuple[int, int]] = set()
+    inner = clf.backend.forward_probs
+
+    def spy(input_ids, mask):
+        shapes.add((tuple(input_ids.shape), mask is None))
+        return inner(input_ids, mask)
+
+    clf.backend.forward_probs = spy
+    got = clf(texts)
+    first = counters["stats"]["unique_graphs"]
+    again = clf(make_texts(120, seed=9, max_words=50))  # more windows, other widths: nothing new to compile
+    assert len({s for s, _ in shapes}) >= 10 and {m for _, m in shapes} == {True, False}, shapes
+    # One graph per kind of batch (masked, mask-free; a one-row batch, which Dynamo specialises, would
+    # be a third), not one per shape.
+    assert 1 <= first <= 3, dict(counters["stats"])
+    assert counters["stats"]["unique_graphs"] == first, dict(counters["stats"])
+    assert_same_labels(got, eager(texts), SAME_MATHS_ATOL)
+    assert len(again.probs) == 120

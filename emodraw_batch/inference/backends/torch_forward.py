@@ -130,13 +130,23 @@ def set_attention(model: Any, name: str) -> None:
 
 
 def compiled(model: Any, setting: bool | str) -> Any:
-    """torch.compile of the model: True/"default" inductor, an inductor mode, or "backend:NAME"."""
+    """torch.compile of the model: True/"default" inductor, an inductor mode, or "backend:NAME".
+
+    With dynamic shapes (`dynamic=True`): every batch has its own rows x width, and a graph
+    specialised to one shape would be compiled again for the next (Dynamo's automatic dynamic
+    shapes would only switch after a second compile, then a third for the mask-free variant).
+    Compiled once with symbolic batch and sequence sizes, a window of any widths reuses it; what
+    still compiles a graph of its own is a change of kind, not of size: a batch with or without a
+    mask, and a batch of one row (Dynamo specialises sizes 0 and 1). What compile buys is inductor's
+    fusion of what ALBERT runs as separate passes over the activations: each LayerNorm with the
+    residual add and bias before it, the scaling and softmax of the eager attention, the GELU.
+    """
     import torch
 
     if setting is True or setting == "default":
-        return torch.compile(model)
+        return torch.compile(model, dynamic=True)
     if isinstance(setting, str) and setting.startswith("backend:"):
-        return torch.compile(model, backend=setting.split(":", 1)[1])
+        return torch.compile(model, backend=setting.split(":", 1)[1], dynamic=True)
     if setting in COMPILE_MODES:
-        return torch.compile(model, mode=setting)
+        return torch.compile(model, mode=setting, dynamic=True)
     raise ConfigError(f"compile={setting!r}: use True, one of {', '.join(COMPILE_MODES)}, or 'backend:NAME'.")
