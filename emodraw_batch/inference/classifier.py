@@ -23,7 +23,7 @@ from emodraw_batch.inference.backends import Pending, collect
 from emodraw_batch.inference import chunks
 from emodraw_batch.inference.batcher import Batcher, EncodedIds
 from emodraw_batch.inference.device import default_batch_tokens, resolve_device, resolve_precision
-from emodraw_batch.inference.fast_paths import EXACT, FAST_PATH_DEFAULTS, equal_lengths_share
+from emodraw_batch.inference.fast_paths import EXACT, fast_path_settings
 from emodraw_batch.inference.head_start import HeadStart
 
 
@@ -64,14 +64,13 @@ class EmotionClassifier:
         half_weights: bool | str | None = None,
         staging: bool | None = None,
         prepare_in_encode: bool | None = None,
-        pad_multiple: int | None = None,
+        pad_multiple: int | None = None, equal_lengths: float | None = None,
         attn_implementation: str | None = None,
         compile: bool | str | None = None,  # noqa: A002 - the name torch uses
-        equal_lengths: float | None = None,
         long_texts: str = "truncate", chunk_overlap: int | None = None, max_chunks: int = 16, chunk_aggregation: str = "weighted",
     ) -> None:
         """`runtime` runs the forward pass: torch, onnx (ONNX Runtime: CPU, fp32; backends/onnx_forward.py) or
-        auto (onnx where it can run and is installed, else torch). `half_weights` to `equal_lengths`: the GPU fast
+        auto (onnx where it can run and is installed, else torch). `half_weights` to `compile`: the GPU fast
         paths (FAST_PATH_DEFAULTS; None: the module default), each with the exact path's labels. `long_texts`
         "chunk" labels texts longer than `max_length` whole, window by window (chunks.py)."""
         from emodraw_batch.inference.backends import onnx_forward
@@ -80,9 +79,7 @@ class EmotionClassifier:
         given = dict(half_weights=half_weights, staging=staging, prepare_in_encode=prepare_in_encode,
                      pad_multiple=pad_multiple, attn_implementation=attn_implementation, compile=compile,
                      equal_lengths=equal_lengths)
-        self.fast = {k: FAST_PATH_DEFAULTS[k] if v is None else v for k, v in given.items()}
-        self.fast["pad_multiple"] = max(int(self.fast["pad_multiple"]), 1)
-        self.fast["equal_lengths"] = equal_lengths_share(self.fast["equal_lengths"])
+        self.fast = fast_path_settings(given)
         self.name = model
         self.device = resolve_device(device)
         if self.fast["half_weights"] == "cuda":  # the default: measured to pay on GPUs only

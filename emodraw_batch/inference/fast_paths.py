@@ -90,6 +90,14 @@ def _fast_path_env() -> None:
 _fast_path_env()
 
 
+def fast_path_settings(given: dict[str, Any]) -> dict[str, Any]:
+    """A classifier's fast paths: the keywords it was given, FAST_PATH_DEFAULTS for those left None, checked."""
+    fast = {k: FAST_PATH_DEFAULTS[k] if v is None else v for k, v in given.items()}
+    fast["pad_multiple"] = max(int(fast["pad_multiple"]), 1)
+    fast["equal_lengths"] = equal_lengths_share(fast["equal_lengths"])
+    return fast
+
+
 def equal_lengths_share(value: Any) -> float:
     """The equal_lengths setting as a share of the token budget in [0, 1] (0: off)."""
     share = float(value)
