@@ -12,6 +12,10 @@ Speed is measured by bench/gpu.py on a GPU (and on this CPU in docs/performance.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -21,7 +25,7 @@ from emodraw_batch.errors import ConfigError
 from emodraw_batch.inference import fast_paths as F
 from emodraw_batch.inference.batching import equal_length_groups
 from emodraw_batch.inference.classifier import EmotionClassifier
-from test_gpu_paths import BF16_ATOL, BF16_MIN_AGREEMENT, TRAINED, assert_same_labels
+from test_gpu_paths import BF16_ATOL, BF16_MIN_AGREEMENT, ROOT, TRAINED, assert_same_labels
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +112,10 @@ def test_equal_lengths_setting_parses_and_checks_its_range(tiny_model):
     assert F.parse_fast_paths("equal_lengths=0") == {"equal_lengths": 0.0}
     with pytest.raises(ConfigError, match="equal_lengths"):
         EmotionClassifier(tiny_model, device="cpu", equal_lengths=2)
+    code = "from emodraw_batch.inference import fast_paths as F; print(F.FAST_PATH_DEFAULTS['equal_lengths'])"
+    env = {**os.environ, "EMODRAW_FAST_PATHS": "equal_lengths=0.0625", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "0.0625"  # the benchmark's knob, read at import in every process of a run
 
 
 # -- torch.compile without a recompile per batch -----------------------------------------------

@@ -53,6 +53,22 @@ STAGING_SLOTS = 4  # pinned buffers in the ring: a slot is reused only after its
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
+def fast_path_settings(given: dict[str, Any]) -> dict[str, Any]:
+    """A classifier's fast paths: the keywords it was given, FAST_PATH_DEFAULTS for those left None, checked."""
+    fast = {k: FAST_PATH_DEFAULTS[k] if v is None else v for k, v in given.items()}
+    fast["pad_multiple"] = max(int(fast["pad_multiple"]), 1)
+    fast["equal_lengths"] = equal_lengths_share(fast["equal_lengths"])
+    return fast
+
+
+def equal_lengths_share(value: Any) -> float:
+    """The equal_lengths setting as a share of the token budget in [0, 1] (0: off)."""
+    share = float(value)
+    if not 0.0 <= share <= 1.0:
+        raise ConfigError(f"equal_lengths={value!r}: use a share of the token budget between 0 (off) and 1.")
+    return share
+
+
 def parse_fast_paths(spec: str) -> dict[str, Any]:
     """`"half_weights=1,pad_multiple=8,attn_implementation=eager"` -> typed fast-path settings."""
     out: dict[str, Any] = {}
@@ -88,22 +104,6 @@ def _fast_path_env() -> None:
 
 
 _fast_path_env()
-
-
-def fast_path_settings(given: dict[str, Any]) -> dict[str, Any]:
-    """A classifier's fast paths: the keywords it was given, FAST_PATH_DEFAULTS for those left None, checked."""
-    fast = {k: FAST_PATH_DEFAULTS[k] if v is None else v for k, v in given.items()}
-    fast["pad_multiple"] = max(int(fast["pad_multiple"]), 1)
-    fast["equal_lengths"] = equal_lengths_share(fast["equal_lengths"])
-    return fast
-
-
-def equal_lengths_share(value: Any) -> float:
-    """The equal_lengths setting as a share of the token budget in [0, 1] (0: off)."""
-    share = float(value)
-    if not 0.0 <= share <= 1.0:
-        raise ConfigError(f"equal_lengths={value!r}: use a share of the token budget between 0 (off) and 1.")
-    return share
 
 
 def bucket_width(width: int, multiple: int) -> int:
