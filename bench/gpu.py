@@ -80,20 +80,32 @@ TARGET_AGREEMENT = 0.995
 RSS_FLAT_RATIO = 1.25  # host RSS at the end of the labelling vs at a quarter of it
 
 # Fast paths measured alone on the slice (step 9), in bf16 (the CUDA default); "default" is the shipped settings.
-# compile and graphs first: the runs so far never reached them, and the kernels are the bottleneck now.
+# Issue 39 item 1's kernels first (the bottleneck): mask-free equal-length batches (SDPA's flash kernel),
+# torch.compile with dynamic shapes (inductor fuses LayerNorm + residual + bias, softmax), both, and
+# CUDA graphs; each on top of the default (auto: bf16 weights on CUDA), so "vs default" is that path alone.
 STAGED = {"half_weights": True, "staging": True, "prepare_in_encode": True}
+# equal_lengths: a length group of >= 1/32 of the budget (8,192 of 262,144 tokens) runs unmasked. On a 50,000-row window
+# of this corpus (ALBERT-base tokenizer, packing only, on a CPU): 80% of the tokens unmasked in 86 batches (84 of them
+# unmasked; padding 14.5% -> 10.1%); 1/16: 44% in 30 batches; off: 8 batches, all masked.
+EQUAL_SHARE = 1 / 32
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {"precision": "auto", "fast": {}},
+    "equal": {"precision": "auto", "fast": {"equal_lengths": EQUAL_SHARE}},
+    "compile-dynamic": {"precision": "auto", "fast": {"compile": True}},
+    "compile-equal": {"precision": "auto", "fast": {"compile": True, "equal_lengths": EQUAL_SHARE}},
     "compile": {"precision": "bf16", "fast": {**STAGED, "pad_multiple": 16, "compile": True}},
     "graphs": {"precision": "bf16", "fast": {**STAGED, "pad_multiple": 16, "compile": "reduce-overhead"}},
+    "eager": {"precision": "bf16", "fast": {"attn_implementation": "eager"}},
+    "overlap2": {"precision": "bf16", "fast": {}, "overlap": 2},
     "weights": {"precision": "bf16", "fast": {"half_weights": True}},
     "staging": {"precision": "bf16", "fast": {"staging": True}},
     "prepare": {"precision": "bf16", "fast": {"prepare_in_encode": True}},
     "staged": {"precision": "bf16", "fast": STAGED},
     "buckets": {"precision": "bf16", "fast": {"pad_multiple": 16}},
-    "eager": {"precision": "bf16", "fast": {"attn_implementation": "eager"}},
-    "overlap2": {"precision": "bf16", "fast": {}, "overlap": 2},
 }
+# The default --variants: those not measured yet, the kernels first. weights, staging, prepare, staged and
+# buckets were measured on the H200 (bench/GPU-results.md; weights is now part of the default): by name only.
+DEFAULT_VARIANTS = ("default", "equal", "compile-dynamic", "compile-equal", "graphs", "compile", "eager", "overlap2")
 COMPILE_WARMUP_S = 90.0  # allowance for torch.compile's first batches in the time estimate
 
 
@@ -159,6 +171,8 @@ def derive(raw: dict[str, Any], flops: float | None, peak_tflops: float | None) 
             out["padded_peak_share"] = out["padded_tokens_per_s"] * flops / 1e12 / peak_tflops if peak_tflops else None
     if raw.get("tokens") and raw.get("padded_tokens"):
         out["padding_share"] = 1.0 - raw["tokens"] / raw["padded_tokens"]
+        if raw.get("unmasked_tokens") is not None:  # tokens in batches run without a mask (mask-free: flash on CUDA)
+            out["unmasked_share"] = raw["unmasked_tokens"] / raw["padded_tokens"]
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -403,16 +417,19 @@ def markdown(results: dict[str, Any]) -> str:
     fast = results.get("fastpaths")
     if fast:
         lines += ["## Fast paths, each alone, on the slice (package path without Prefect)", "",
-                  "| variant | settings | rows | rows/s labelling | % of measured peak | padding | waiting for input s | = default labels |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "| variant | settings | rows | rows/s labelling | forward s | % of measured peak | padding | unmasked tokens "
+                  "| batches | warm-up s | waiting for input s | = default labels (max \\|Δp\\|) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for v in fast:
             if v.get("failed"):
-                lines.append(f"| {v['name']} | failed: {str(v.get('error', ''))[:100]} |" + " |" * 6)
+                lines.append(f"| {v['name']} | failed: {str(v.get('error', ''))[:100]} |" + " |" * 10)
                 continue
             vs = v.get("vs_default") or {}
             lines.append(f"| {v['name']} | {v.get('precision')} {json.dumps(v.get('fast_paths') or {})} | {fmt(v.get('rows'))} "
-                         f"| {fmt(v.get('rows_per_s_label'))} | {fmt(v.get('peak_share'), '.1%')} | {fmt(v.get('padding_share'), '.1%')} "
-                         f"| {fmt(v.get('input_wait_s'), '.2f')} | {fmt(vs.get('agreement'), '.3%')} |")
+                         f"| {fmt(v.get('rows_per_s_label'))} | {fmt(v.get('forward_s'), '.2f')} | {fmt(v.get('peak_share'), '.1%')} "
+                         f"| {fmt(v.get('padding_share'), '.1%')} | {fmt(v.get('unmasked_share'), '.1%')} | {fmt(v.get('batches'))} "
+                         f"| {fmt(v.get('warmup_s'), '.1f')} | {fmt(v.get('input_wait_s'), '.2f')} "
+                         f"| {fmt(vs.get('agreement'), '.3%') + ' (' + fmt(vs.get('max_abs_dprob'), '.1e') + ')' if vs else '-'} |")
         lines.append("")
     if results.get("imports"):
         lines += ["Imported: " + ", ".join(f"{k} {v}" for k, v in results["imports"].items()), ""]
@@ -952,7 +969,8 @@ def worker_label(spec: dict[str, Any], t0: float = STARTED) -> dict[str, Any]:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()  # the steady state's peak, not compilation's workspaces
     loaded = time.perf_counter()
-    stats = {"padded_tokens": 0, "batches": 0, "forward_s": 0.0, "input_wait_s": 0.0, "write_wait_s": 0.0}
+    stats = {"padded_tokens": 0, "batches": 0, "unmasked_tokens": 0, "unmasked_batches": 0, "forward_s": 0.0,
+             "input_wait_s": 0.0, "write_wait_s": 0.0}
     first: list[float] = []
 
     inner_probs = clf.backend.forward_probs
@@ -960,6 +978,9 @@ def worker_label(spec: dict[str, Any], t0: float = STARTED) -> dict[str, Any]:
     def counting(input_ids: Any, mask: Any) -> Any:
         stats["padded_tokens"] += int(input_ids.numel())
         stats["batches"] += 1
+        if mask is None:  # no padding: SDPA may take its flash kernel on CUDA
+            stats["unmasked_tokens"] += int(input_ids.numel())
+            stats["unmasked_batches"] += 1
         return inner_probs(input_ids, mask)
 
     def timed(inner: Any) -> Any:  # submit (queue a window) and collect (wait for it): the model's share of the time
@@ -1057,7 +1078,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, help="Benchmark this checkpoint folder instead of building one.")
     parser.add_argument("--trained", type=Path, default=TRAINED, help="The shipped trained checkpoint (agree step).")
     parser.add_argument("--device", default="cuda", help="cuda (default) | cpu (a rehearsal, tests).")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"Fast-path variants (default: {', '.join(VARIANTS)}).")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help=f"Fast-path variants, in order (default: {', '.join(DEFAULT_VARIANTS)}; known: {', '.join(VARIANTS)}).")
     parser.add_argument("--baseline-batch", type=int, default=64)
     parser.add_argument("--baseline-seconds", type=float, default=45.0, help="The pipeline baseline's labelling time to size for.")
     parser.add_argument("--agree-rows", type=int, default=20_000)

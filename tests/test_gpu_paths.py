@@ -206,7 +206,8 @@ def test_fast_path_settings_parse_and_default_off():
     assert F.parse_fast_paths("half_weights=cuda") == {"half_weights": "cuda"}
     if not os.environ.get("EMODRAW_FAST_PATHS"):  # bf16 weights on CUDA only; the rest measured not to pay
         assert F.FAST_PATH_DEFAULTS == {"half_weights": "cuda", "staging": False, "prepare_in_encode": False,
-                                        "pad_multiple": 1, "attn_implementation": None, "compile": False}
+                                        "pad_multiple": 1, "attn_implementation": None, "compile": False,
+                                        "equal_lengths": 0.0}
 
 
 def test_half_weights_default_is_on_for_cuda_only(tiny_model, monkeypatch):

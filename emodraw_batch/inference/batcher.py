@@ -7,12 +7,13 @@ the attention mask from the lengths.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from emodraw_batch.inference.batching import pack
+from emodraw_batch.inference.batching import equal_length_groups, pack
 from emodraw_batch.errors import ConfigError
 from emodraw_batch.inference.chunks import Chunker, check_aggregation, special_tokens
 from emodraw_batch.inference.fast_paths import bucket_width
@@ -70,7 +71,7 @@ class Batcher:
     """
 
     def __init__(self, tokenizer_json: str, max_length: int, side: str, pad_id: int, batch_tokens: int,
-                 pad_multiple: int = 1, prepare_in_encode: bool = False) -> None:
+                 pad_multiple: int = 1, prepare_in_encode: bool = False, equal_lengths: float = 0.0) -> None:
         self.rust = truncating_tokenizer(tokenizer_json, max_length, side)
         self.side, self.max_length = side, max_length
         self.chunker: Chunker | None = None  # chunk mode (see long_texts)
@@ -78,6 +79,7 @@ class Batcher:
         self.batch_tokens = batch_tokens
         self.pad_multiple = max(int(pad_multiple), 1)
         self.prepare_in_encode = prepare_in_encode
+        self.equal_lengths = float(equal_lengths)  # share of the budget a length group needs to run unpadded
 
     def long_texts(self, mode: str, overlap: int | None, max_chunks: int, aggregation: str) -> dict[str, Any]:
         """Set how texts longer than max_length are read: `truncate`, or `chunk` (windows of max_length
@@ -138,8 +140,8 @@ class Batcher:
         if start < len(texts):
             yield start, len(texts)
 
-    def key(self) -> tuple[int, int, int]:
-        return (int(self.batch_tokens), self.pad_multiple, int(self.pad_id))
+    def key(self) -> tuple[int, int, int, float]:
+        return (int(self.batch_tokens), self.pad_multiple, int(self.pad_id), self.equal_lengths)
 
     def batches(self, ids: list[list[int]]) -> Iterator[Batch]:
         """Each batch in run order: prepared by `encode` for this very budget, or packed now."""
@@ -151,15 +153,30 @@ class Batcher:
 
         With pad_multiple > 1 each batch is padded to its width rounded up (a length bucket), and
         the budget counts the rounded widths; the extra positions are padding under the mask.
+        With equal_lengths > 0, large groups of rows of one length first get batches of their own,
+        unpadded (no mask; not rounded up either, which would bring the mask back); see
+        batching.equal_length_groups.
         """
         if not ids:
             return
         flat, starts, lengths = flatten(ids)
         multiple = self.pad_multiple
-        widths = np.where(lengths > 0, -(-lengths // multiple) * multiple, 0) if multiple > 1 else lengths
-        for batch in pack(widths, self.batch_tokens):
+        for batch in self.row_batches(lengths):
             input_ids, _ = pad_batch(flat, starts[batch], lengths[batch], self.pad_id)
             width = bucket_width(input_ids.shape[1], multiple)
-            if width > input_ids.shape[1]:
+            unpadded = self.equal_lengths > 0 and int(lengths[batch].min()) == input_ids.shape[1]
+            if width > input_ids.shape[1] and not unpadded:
                 input_ids = np.pad(input_ids, ((0, 0), (0, width - input_ids.shape[1])), constant_values=self.pad_id)
             yield batch, input_ids, lengths[batch]
+
+    def row_batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """Row indices of each batch, longest first: equal-length batches (if on) and the packed rest."""
+        multiple = self.pad_multiple
+        widths = np.where(lengths > 0, -(-lengths // multiple) * multiple, 0) if multiple > 1 else lengths
+        if self.equal_lengths <= 0:
+            return list(pack(widths, self.batch_tokens))
+        min_tokens = max(math.ceil(self.equal_lengths * self.batch_tokens), 1)
+        equal, rest = equal_length_groups(lengths, self.batch_tokens, min_tokens)
+        mixed = [rest[batch] for batch in pack(widths[rest], self.batch_tokens)]
+        # Longest first over both kinds (a stable sort keeps each kind's own order within a width).
+        return sorted(equal + mixed, key=lambda batch: -int(lengths[batch].max()))

@@ -47,3 +47,30 @@ def invert(order: np.ndarray) -> np.ndarray:
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
     return inverse
+
+
+def equal_length_groups(lengths: np.ndarray, budget: int, min_tokens: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Split rows into batches whose rows all have one length, and the rest.
+
+    Why: a batch without padding needs no attention mask, and without a mask SDPA may use its
+    flash kernel on CUDA (with one it falls back to the memory-efficient kernel). In a sorted
+    window most rows sit in large groups of one length, so splitting the packed batches at length
+    boundaries costs little: only groups of at least `min_tokens` tokens get batches of their own
+    (at most `budget` tokens each; a group's last, smaller batch too if it still holds
+    `min_tokens`), so no tiny batches are launched. Returns (those batches, longest first; the
+    indices of the remaining rows, which are packed as before, with padding and a mask).
+    """
+    lengths = np.asarray(lengths)
+    order = length_order(lengths)
+    ordered = lengths[order]
+    bounds = np.flatnonzero(np.diff(ordered)) + 1
+    equal: list[np.ndarray] = []
+    rest: list[np.ndarray] = []
+    for group in np.split(order, bounds) if len(order) else []:
+        length = max(int(lengths[group[0]]), 1)
+        rows = max(budget // length, 1)
+        for start in range(0, len(group), rows):
+            part = group[start : start + rows]
+            (equal if len(part) * length >= min_tokens else rest).append(part)
+    left = np.concatenate(rest) if rest else np.zeros(0, dtype=order.dtype)
+    return equal, left

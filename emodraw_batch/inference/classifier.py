@@ -23,7 +23,7 @@ from emodraw_batch.inference.backends import Pending, collect
 from emodraw_batch.inference import chunks
 from emodraw_batch.inference.batcher import Batcher, EncodedIds
 from emodraw_batch.inference.device import default_batch_tokens, resolve_device, resolve_precision
-from emodraw_batch.inference.fast_paths import EXACT, FAST_PATH_DEFAULTS
+from emodraw_batch.inference.fast_paths import EXACT, fast_path_settings
 from emodraw_batch.inference.head_start import HeadStart
 
 
@@ -64,7 +64,7 @@ class EmotionClassifier:
         half_weights: bool | str | None = None,
         staging: bool | None = None,
         prepare_in_encode: bool | None = None,
-        pad_multiple: int | None = None,
+        pad_multiple: int | None = None, equal_lengths: float | None = None,
         attn_implementation: str | None = None,
         compile: bool | str | None = None,  # noqa: A002 - the name torch uses
         long_texts: str = "truncate", chunk_overlap: int | None = None, max_chunks: int = 16, chunk_aggregation: str = "weighted",
@@ -77,9 +77,9 @@ class EmotionClassifier:
         from emodraw_batch.inference.loaded import load
 
         given = dict(half_weights=half_weights, staging=staging, prepare_in_encode=prepare_in_encode,
-                     pad_multiple=pad_multiple, attn_implementation=attn_implementation, compile=compile)
-        self.fast = {k: FAST_PATH_DEFAULTS[k] if v is None else v for k, v in given.items()}
-        self.fast["pad_multiple"] = max(int(self.fast["pad_multiple"]), 1)
+                     pad_multiple=pad_multiple, attn_implementation=attn_implementation, compile=compile,
+                     equal_lengths=equal_lengths)
+        self.fast = fast_path_settings(given)
         self.name = model
         self.device = resolve_device(device)
         if self.fast["half_weights"] == "cuda":  # the default: measured to pay on GPUs only
@@ -96,7 +96,7 @@ class EmotionClassifier:
             raise ModelError(f"Checkpoint {model!r} has labels that clash as column names: {self.labels}.")
         budget = batch_tokens or default_batch_tokens(self.device, loaded.config, self.max_length, self.precision, self.runtime)
         self.batcher = Batcher(loaded.tokenizer_json, self.max_length, loaded.truncation_side, loaded.pad_id, budget,
-                               self.fast["pad_multiple"], self.fast["prepare_in_encode"])
+                               self.fast["pad_multiple"], self.fast["prepare_in_encode"], self.fast["equal_lengths"])
         self.long_texts = self.batcher.long_texts(long_texts, chunk_overlap, max_chunks, chunk_aggregation)
         self.ahead = HeadStart(self.batcher.batches, lambda input_ids, lengths: self.backend.run(input_ids, lengths))
 
@@ -188,7 +188,7 @@ class EmotionClassifier:
         """The fast paths that differ from the exact path (see FAST_PATH_DEFAULTS), as set here."""
         on = {k: v for k, v in self.fast.items() if v != EXACT[k]}
         if self.runtime == "onnx":  # the torch-only paths do not run there
-            on = {k: v for k, v in on.items() if k in ("prepare_in_encode", "pad_multiple")}
+            on = {k: v for k, v in on.items() if k in ("prepare_in_encode", "pad_multiple", "equal_lengths")}
         if on.get("half_weights") and self.precision not in ("bf16", "fp16"):
             on.pop("half_weights")  # nothing to cast at fp32 / int8
         return on

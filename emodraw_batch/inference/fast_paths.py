@@ -30,7 +30,13 @@ EXACT: dict[str, Any] = {
     "attn_implementation": None,
     # torch.compile the model: False; True (inductor, default mode); an inductor mode
     # ("reduce-overhead" = CUDA graphs, "max-autotune-no-cudagraphs", ...); or "backend:NAME".
+    # Compiled with dynamic batch and sequence dimensions (see torch_forward.compiled), so a new
+    # batch shape does not recompile.
     "compile": False,
+    # Mask-free batches: a group of rows of one length holding at least this share of the token
+    # budget runs in batches of its own, unpadded, with attention_mask=None (SDPA may then take its
+    # flash kernel on CUDA; with a padding mask it cannot). 0 = off: every batch packed as before.
+    "equal_lengths": 0.0,
 }
 # The defaults every classifier gets, `emodraw-batch run` and its Dask workers included: on only
 # where bench/gpu.py showed that it pays, with labels >= 99.5% equal to fp32's (bench/GPU-results.md).
@@ -45,6 +51,22 @@ FAST_PATH_DEFAULTS: dict[str, Any] = {
 }
 STAGING_SLOTS = 4  # pinned buffers in the ring: a slot is reused only after its copy has finished
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def fast_path_settings(given: dict[str, Any]) -> dict[str, Any]:
+    """A classifier's fast paths: the keywords it was given, FAST_PATH_DEFAULTS for those left None, checked."""
+    fast = {k: FAST_PATH_DEFAULTS[k] if v is None else v for k, v in given.items()}
+    fast["pad_multiple"] = max(int(fast["pad_multiple"]), 1)
+    fast["equal_lengths"] = equal_lengths_share(fast["equal_lengths"])
+    return fast
+
+
+def equal_lengths_share(value: Any) -> float:
+    """The equal_lengths setting as a share of the token budget in [0, 1] (0: off)."""
+    share = float(value)
+    if not 0.0 <= share <= 1.0:
+        raise ConfigError(f"equal_lengths={value!r}: use a share of the token budget between 0 (off) and 1.")
+    return share
 
 
 def parse_fast_paths(spec: str) -> dict[str, Any]:
@@ -62,6 +84,8 @@ def parse_fast_paths(spec: str) -> dict[str, Any]:
             out[key] = value.lower() in ("1", "true", "yes", "on")
         elif key == "pad_multiple":
             out[key] = max(int(value or 1), 1)
+        elif key == "equal_lengths":
+            out[key] = equal_lengths_share(value or 0)
         elif key == "attn_implementation":
             out[key] = value or None
         else:  # compile

@@ -31,7 +31,7 @@ class EncodedIds:
         self.lengths = np.zeros(0, np.int64) if lengths is None else np.asarray(lengths, np.int64)
         self.starts = np.cumsum(self.lengths) - self.lengths
         self.batches: list[Any] | None = None
-        self.key: tuple[int, int, int] | None = None  # (batch_tokens, pad_multiple, pad_id) the batches were made for
+        self.key: tuple[int, int, int, float] | None = None  # (batch_tokens, pad_multiple, pad_id, equal_lengths) the batches were made for
         self.chunks: Any = None  # chunks.ChunkMap in chunk mode
 
     @classmethod

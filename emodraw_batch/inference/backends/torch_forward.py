@@ -39,9 +39,16 @@ class TorchForward:
         self.model_call = compiled(model, fast["compile"]) if fast["compile"] else model
 
     def run(self, input_ids: np.ndarray, lengths: np.ndarray) -> Any:
-        """One batch -> fp32 probabilities on the model's device (no host sync)."""
+        """One batch -> fp32 probabilities on the model's device (no host sync).
+
+        Compiled, a one-row batch runs as two copies of its row (the first result kept): Dynamo
+        specialises a size of 1, so it would compile a graph of its own, mid-window, for the odd
+        one-row batch at a window's end.
+        """
         import torch
 
+        if self.model_call is not self.model and len(lengths) == 1:
+            return self.run(np.repeat(input_ids, 2, axis=0), np.repeat(lengths, 2))[:1]
         with torch.inference_mode():
             if self.staging is not None:  # ids and lengths through the reused pinned buffers, one copy
                 ids, on_device = self.staging.put(input_ids, lengths)
@@ -130,13 +137,24 @@ def set_attention(model: Any, name: str) -> None:
 
 
 def compiled(model: Any, setting: bool | str) -> Any:
-    """torch.compile of the model: True/"default" inductor, an inductor mode, or "backend:NAME"."""
+    """torch.compile of the model: True/"default" inductor, an inductor mode, or "backend:NAME".
+
+    With dynamic shapes (`dynamic=True`): every batch has its own rows x width, and a graph
+    specialised to one shape would be compiled again for the next (Dynamo's automatic dynamic
+    shapes would only switch after a second compile, then a third for the mask-free variant).
+    Compiled once with symbolic batch and sequence sizes, a window of any widths reuses it; what
+    still compiles a graph of its own is a change of kind, not of size: a batch with or without a
+    mask (a one-row batch, which Dynamo would specialise, runs as two rows: `TorchForward.run`).
+    What compile buys is inductor's fusion of what ALBERT runs as separate passes over the
+    activations: each LayerNorm with the residual add and bias before it, the scaling and softmax
+    of the eager attention, the GELU.
+    """
     import torch
 
     if setting is True or setting == "default":
-        return torch.compile(model)
+        return torch.compile(model, dynamic=True)
     if isinstance(setting, str) and setting.startswith("backend:"):
-        return torch.compile(model, backend=setting.split(":", 1)[1])
+        return torch.compile(model, backend=setting.split(":", 1)[1], dynamic=True)
     if setting in COMPILE_MODES:
-        return torch.compile(model, mode=setting)
+        return torch.compile(model, mode=setting, dynamic=True)
     raise ConfigError(f"compile={setting!r}: use True, one of {', '.join(COMPILE_MODES)}, or 'backend:NAME'.")
