@@ -64,6 +64,19 @@ def write_corpus(path: Path, texts: list[str], row_group_size: int = 64, start_i
     return path
 
 
+def wait_for(predicate, what: str, seconds: float = 120.0, poll: float = 0.05):
+    """Poll `predicate` until it returns something truthy (returned), or fail after `seconds`: no sleeps of a guessed length."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(poll)
+    raise AssertionError(f"gave up after {seconds:.0f} s waiting for {what}")
+
+
 def labels(out: Path) -> pa.Table:
     """All output rows in shard order (shard names sort by file, then row group)."""
     return pa.concat_tables([pq.read_table(p) for p in sorted((out / "labels").glob("*.parquet"))])

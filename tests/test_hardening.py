@@ -11,12 +11,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import make_texts, write_corpus
+from conftest import make_texts, wait_for, write_corpus
 
 from emodraw_batch.files import lock
 from emodraw_batch.files.layout import layout
@@ -32,15 +31,6 @@ def cli_env(tmp_path: Path, api_url: bool) -> dict[str, str]:
         env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     return env
 
-
-def wait_for(predicate, what: str, seconds: float = 120.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's (see emodraw_flows/api.py)")

@@ -35,7 +35,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_texts, write_corpus
+from conftest import make_texts, wait_for, write_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -55,15 +55,6 @@ def own_prefect(tmp_path: Path) -> dict[str, str]:
     environ.pop("PREFECT_API_URL", None)
     return environ
 
-
-def wait_for(predicate, what: str, seconds: float):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"gave up after {seconds:.0f} s waiting for {what}")
 
 
 def tree(proc: subprocess.Popen) -> list[psutil.Process]:
@@ -173,7 +164,7 @@ def test_a_served_schedule_with_the_nightly_config_runs_on_dask_and_stops_on_sig
                 except Exception:
                     return None
 
-        wait_for(registered, "the served deployment", 180)
+        wait_for(registered, "the served deployment", 180, poll=0.5)  # asks the Prefect API
         run_id, done = deployment_run(f"emodraw-label/{name}", "--watch", "--watch-timeout", "240")
         assert done.returncode == 0 and flow_run_state(run_id) == "COMPLETED", (done.stdout, (tmp_path / "schedule.log").read_text()[-4000:])
         assert_all_rows(tmp_path / "out" / day.isoformat(), 3_000)
