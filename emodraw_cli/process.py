@@ -18,7 +18,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,12 +99,12 @@ def close_owned() -> None:
         classifier.clear_cache()
 
 
-def join_threads(seconds: float = JOIN_SECONDS, clock: Callable[[], float] = time.monotonic) -> list[str]:
+def join_threads(seconds: float = JOIN_SECONDS) -> list[str]:
     """Join the non-daemon threads within `seconds` in all; returns the names of those still alive."""
-    deadline = clock() + seconds
+    deadline = time.monotonic() + seconds
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:
-            thread.join(max(0.0, deadline - clock()))
+            thread.join(max(0.0, deadline - time.monotonic()))
     return [t.name for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon and t.is_alive()]
 
 

@@ -113,10 +113,12 @@ def task_runner(engine: EngineConfig, device: str) -> tuple[TaskRunner, str, boo
     """The Prefect task runner for `engine` (checked by settings.check), a line saying where the shards run,
     and whether they run on GPUs (False where unknown: an existing cluster on a device left to `auto`)."""
     if engine.engine == "local":
+        from emodraw_batch.inference.device import resolve_device
         from emodraw_flows.local_runner import LocalTaskRunner
 
-        # One thread next to the flow: shards run one by one on this process's single model.
-        return LocalTaskRunner(), describe(engine), device.startswith("cuda")
+        # One thread next to the flow: shards run one by one on this process's single model, on the
+        # device `auto` resolves to here (the stall limit's default depends on it).
+        return LocalTaskRunner(), describe(engine), resolve_device(device).startswith("cuda")
     from prefect_dask import DaskTaskRunner
 
     if engine.address:

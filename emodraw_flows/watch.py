@@ -65,9 +65,9 @@ class Watch:
 
     def rows(self, rows: int, shard: str | None = None) -> None:
         """A window was labelled (here, or on a worker): the run moves."""
-        with self._lock:
-            self.last = max(self.last, time.monotonic())
-            if shard:
+        self.moved()
+        if shard:
+            with self._lock:
                 self.reported[shard] = time.monotonic()
         if self._on_rows is not None:
             self._on_rows(rows)
