@@ -10,8 +10,8 @@ Each round runs, one after the other (so both see the same machine load):
      when each stage starts and ends: the first import of the heavy packages (exclusive
      seconds, nested imports counted once, under the package that asked first), the input
      checks (`validate`), the plan, Prefect's temporary API server until it answers, the model
-     load (on a GPU: the CUDA context inside it), the first batch and the first window back
-     (warm-up; torch.compile's compilation when it is on), the flow (its tasks: plan, label,
+     load (on a GPU: the CUDA context inside it), the first batch (warm-up: on a GPU, kernels
+     loaded and handles made; torch.compile's compilation when it is on), the flow (its tasks: plan, label,
      finish) and the exit (atexit handlers: Prefect stops its server and flushes its logs and events).
 The ratio of median walls is the start-up target of issue #14 (within 1.5x of the pipeline).
 Stage times overlap where the stages run in parallel (the API server starts beside the
@@ -65,7 +65,6 @@ def _record(what: str, fn: Any, first_only: bool = False) -> Any:
 
 
 FIRST_BATCH = "first batch queued (warm-up; torch.compile compiles here when on)"
-FIRST_BACK = "first window's probabilities back (EmotionClassifier.collect)"
 CUDA = "CUDA context (torch.cuda's first init)"
 
 
@@ -85,7 +84,6 @@ def _patch_runner(m: Any) -> None:
 def _patch_model(m: Any) -> None:
     cls = m.EmotionClassifier
     cls.__init__ = _record("model load (EmotionClassifier)", cls.__init__)
-    cls.collect = _record(FIRST_BACK, cls.collect, first_only=True)
 
 
 def _patch_forward(m: Any) -> None:  # either backend: whichever runs the first batch (the head start's thread, often)
@@ -273,7 +271,7 @@ def breakdown(d: dict[str, Any]) -> dict[str, Any]:
 
     run, server, wait = span("emodraw_flows.run.run"), span("launch the pre-started"), span("wait until the pre-started")
     body, model, cuda = span("flow body"), span("model load"), span(CUDA)
-    first, back, exit_ = span(FIRST_BATCH), span(FIRST_BACK), span("exit handlers")
+    first, exit_ = span(FIRST_BATCH), span("exit handlers")
     imports = d.get("imports", {})
     top = sorted(imports.items(), key=lambda kv: -kv[1])[:4]
     parts = {
@@ -286,7 +284,6 @@ def breakdown(d: dict[str, Any]) -> dict[str, Any]:
         "model_load_s": length(model),
         "model_load_without_cuda_s": (length(model) - length(cuda)) if model and cuda else length(model),
         "first_batch_s": length(first),
-        "first_window_back_s": (back[1] - first[0]) if first and back else None,
         "flow_engine_s": (body[0] - (wait[1] if wait else run[0])) if body and run else None,
         "flow_body_s": length(body),
         "exit_s": length(exit_),
@@ -320,7 +317,6 @@ def print_breakdown(d: dict[str, Any]) -> None:
                        ("  of which the run waited for it", "prefect_server_waited_s"),
                        ("CUDA context", "cuda_context_s"), ("model load (CUDA context excluded)", "model_load_without_cuda_s"),
                        ("first batch queued (warm-up, compile)", "first_batch_s"),
-                       ("first window: queued until its probabilities are back", "first_window_back_s"),
                        ("flow engine: server answered until the flow body", "flow_engine_s"),
                        ("flow body (plan, label, finish)", "flow_body_s"), ("exit handlers", "exit_s")):
         print(f"| {label} | {show(p[key])} |")
