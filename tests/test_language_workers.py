@@ -221,3 +221,36 @@ def test_the_worker_reads_lines_as_the_thread_does():
     assert len(raw) == W.ANSWER.size + 6 * n + size
     assert [table[i] for i in index] == ["__label__ab", "__label__", "__label__", "__label__", "__label__ef", "__label__"]
     assert probs.tolist() == [0.5, 0, 0, 0, 0.5, 0]
+
+
+SLOW_WORKER = textwrap.dedent("""
+    import sys, time
+    from emodraw_batch.inference import language_worker as W
+
+    def predict(line, k, threshold, errors):
+        return [(0.9, "__label__en")]
+
+    while True:
+        head = sys.stdin.buffer.read(W.REQUEST.size)
+        if len(head) < W.REQUEST.size:
+            break
+        k, size = W.REQUEST.unpack(head)
+        data = sys.stdin.buffer.read(size)
+        time.sleep(0.5)  # a slice's work, without taking a core: the test holds on a busy machine too
+        sys.stdout.buffer.write(W.answer(predict, data, k))
+        sys.stdout.buffer.flush()
+""")
+
+
+def test_the_workers_run_their_slices_at_the_same_time(small_pool, monkeypatch):
+    """4 workers, each taking 0.5 s a slice: a window takes about 0.5 s, not 2 (the slices are all sent first)."""
+    import time
+
+    monkeypatch.setattr(language_pool, "COMMAND", (sys.executable, "-c", SLOW_WORKER))
+    pool = language_pool.pool(4, "unused")
+    lines = [f"text {i}" for i in range(40)]
+    pool.predict(lines, 2)  # starts the workers
+    started = time.perf_counter()
+    found = pool.predict(lines, 2)
+    assert time.perf_counter() - started < 1.5 and found is not None and not pool.broken
+    assert found.probs.shape == (40, 2) and [found.labels[i] for i in found.index[:, 0]] == ["__label__en"] * 40
