@@ -254,7 +254,6 @@ def start_api() -> str:
 
     from emodraw_flows import api
 
-    import_flow_engine()  # while the pre-started server may still be starting
     prestarted = api.url(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
     if prestarted:  # launched by the CLI before its own imports (emodraw_flows/api.py)
         return prestarted
@@ -263,19 +262,6 @@ def start_api() -> str:
     server = SubprocessASGIServer()  # Prefect's own per-process instance, stopped at exit
     server.start()
     return server.api_url
-
-
-def import_flow_engine() -> None:
-    """Import what calling the flow imports first: Prefect's flow engine and its visualization check,
-    FastAPI's encoder for the parameters.
-
-    Called before waiting for the temporary server: on a CPU that wait is the run's longest (the
-    server's start is mostly imports of its own), and these ~0.4 s of imports came after it, on the
-    main thread, between the server's answer and the flow (bench/startup.py). Imported anyway later.
-    """
-    import fastapi.encoders  # noqa: F401
-    import prefect.flow_engine  # noqa: F401
-    import prefect.utilities.visualization  # noqa: F401
 
 
 class ExplainedFailures(logging.Filter):
