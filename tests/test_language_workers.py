@@ -100,7 +100,8 @@ def corpus(tmp_path: Path, n: int = 240) -> Path:
 
 
 def label(src: Path, out: Path, model: str, workers: int | None, **settings) -> runner.Summary:
-    config = RunConfig(model=model, device="cpu", window_rows=30, shard_rows=40, language_workers=workers, **settings)
+    config = RunConfig(**{"model": model, "device": "cpu", "window_rows": 30, "shard_rows": 40, "language_workers": workers,
+                          **settings})
     return runner.run([str(src)], out, config)
 
 
@@ -254,3 +255,25 @@ def test_the_workers_run_their_slices_at_the_same_time(small_pool, monkeypatch):
     found = pool.predict(lines, 2)
     assert time.perf_counter() - started < 1.5 and found is not None and not pool.broken
     assert found.probs.shape == (40, 2) and [found.labels[i] for i in found.index[:, 0]] == ["__label__en"] * 40
+
+
+def test_workers_start_inside_a_dask_worker_process_with_the_same_output(tmp_path, tiny_model):
+    """The real thing: a Dask worker process (daemonic) labels shards with language workers of its own."""
+    import multiprocessing
+
+    distributed = pytest.importorskip("distributed")
+    texts = mixed_texts(4_400)  # windows of 2,200 texts: over MIN_TEXTS, so the pool detects them
+    src = write_corpus(tmp_path / "in" / "c.parquet", texts, row_group_size=2_200)
+    alone = label(src, tmp_path / "alone", tiny_model, 0, window_rows=2_200, shard_rows=2_200)
+    config = RunConfig(model=tiny_model, device="cpu", window_rows=2_200, shard_rows=2_200, language_workers=2)
+    planned = runner.plan(runner.validate([str(src)], tmp_path / "dask", config))
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        futures = [client.submit(runner.label_shard, shard, planned.config, str(tmp_path / "dask"), pure=False)
+                   for shard in planned.todo]
+        results = client.gather(futures)
+        daemonic = list(client.run(lambda: multiprocessing.current_process().daemon).values())
+        served = list(client.run(lambda: [(p.texts, p.broken) for p in language_pool._pools.values()]).values())
+    assert daemonic == [True] and sum(r.rows for r in results) == alone.rows == 4_400
+    assert served == [[(4_400, False)]]  # every text of both shards went to the worker's own pool
+    assert labels(tmp_path / "dask").equals(labels(tmp_path / "alone"))
