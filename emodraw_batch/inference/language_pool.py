@@ -132,6 +132,8 @@ class DetectorPool:
 
         `lines` must hold no newline (fastText reads one line per text).
         """
+        if not lines:
+            return Found(np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), [])
         if self.broken or os.getpid() != self.pid or not self._lock.acquire(blocking=False):
             return None
         try:
