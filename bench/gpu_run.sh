@@ -20,6 +20,9 @@ if ! "${PIP_PY:-$PY}" -m pip install -q --no-index --no-deps --no-compile --no-c
   exit 2
 fi
 echo "wheels installed in $(awk "BEGIN {print $(date +%s.%N) - $EMODRAW_BENCH_T0}")s" | tee "$OUT/log.txt"
+# The wheels are installed without their bytecode (faster to install): compile it on every core, beside the first
+# steps, so that no measured process compiles Prefect's modules (the first one-row run would pay it, issue 39 item 3).
+"$PY" -m compileall -q -j 0 "$SITE" >/dev/null 2>&1 &
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=true
 set -o pipefail
 "$PY" bench/gpu.py --out "$OUT" --work "${WORK:-/tmp/emodraw-gpu}" "$@" 2>&1 | tee -a "$OUT/log.txt"

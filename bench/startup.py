@@ -10,11 +10,13 @@ Each round runs, one after the other (so both see the same machine load):
      when each stage starts and ends: the first import of the heavy packages (exclusive
      seconds, nested imports counted once, under the package that asked first), the input
      checks (`validate`), the plan, Prefect's temporary API server until it answers, the model
-     load, the flow (its tasks: plan, label, finish) and the exit (atexit handlers: Prefect
-     stops its server and flushes its logs and events).
+     load (on a GPU: the CUDA context inside it), the first batch (warm-up: on a GPU, kernels
+     loaded and handles made; torch.compile's compilation when it is on), the flow (its tasks: plan, label,
+     finish) and the exit (atexit handlers: Prefect stops its server and flushes its logs and events).
 The ratio of median walls is the start-up target of issue #14 (within 1.5x of the pipeline).
 Stage times overlap where the stages run in parallel (the API server starts beside the
-model load), so they do not add up to the wall time; the timeline shows the order.
+model load), so they do not add up to the wall time; the timeline shows the order, and
+`breakdown` reads the issue's parts off it (bench/gpu.py's startup step prints the same on a GPU).
 """
 
 from __future__ import annotations
@@ -44,8 +46,14 @@ EVENTS: list[tuple[str, float, float]] = []  # (what, start, end) in time.time()
 IMPORTS: dict[str, float] = {}  # package -> exclusive seconds of its first import
 
 
-def _record(what: str, fn: Any) -> Any:
+def _record(what: str, fn: Any, first_only: bool = False) -> Any:
+    """`fn` recording each call (or only the first: a per-batch call) as an event `what`."""
+    seen: list[bool] = []
+
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if first_only and seen:
+            return fn(*args, **kwargs)
+        seen.append(True)
         start = time.time()
         try:
             return fn(*args, **kwargs)
@@ -54,6 +62,10 @@ def _record(what: str, fn: Any) -> Any:
 
     wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
     return wrapper
+
+
+FIRST_BATCH = "first batch queued (warm-up; torch.compile compiles here when on)"
+CUDA = "CUDA context (torch.cuda's first init)"
 
 
 def _patch_validate(m: Any) -> None:
@@ -72,6 +84,17 @@ def _patch_runner(m: Any) -> None:
 def _patch_model(m: Any) -> None:
     cls = m.EmotionClassifier
     cls.__init__ = _record("model load (EmotionClassifier)", cls.__init__)
+
+
+def _patch_forward(m: Any) -> None:  # either backend: whichever runs the first batch (the head start's thread, often)
+    for name in ("TorchForward", "OnnxForward"):
+        cls = getattr(m, name, None)
+        if cls is not None:
+            cls.run = _record(FIRST_BATCH, cls.run, first_only=True)
+
+
+def _patch_cuda(m: Any) -> None:  # torch.cuda: its first _lazy_init creates the context (model.to() calls it from C++)
+    m._lazy_init = _record(CUDA, m._lazy_init, first_only=True)
 
 
 def _patch_label(m: Any) -> None:
@@ -107,6 +130,9 @@ PATCHES = {
     "emodraw_flows.run": _patch_run,
     "emodraw_cli.app": _patch_cli,
     "emodraw_flows.api": _patch_api,
+    "emodraw_batch.inference.backends.torch_forward": _patch_forward,
+    "emodraw_batch.inference.backends.onnx_forward": _patch_forward,
+    "torch.cuda": _patch_cuda,
 }
 
 
@@ -200,6 +226,107 @@ def timed(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple
     return wall, started_epoch, stdout
 
 
+def driven_run(run_args: list[str], env: dict[str, str], cwd: Path, report: Path,
+               timeout: float | None = None) -> dict[str, Any]:
+    """One instrumented `emodraw-batch run` (this file with --drive): its report, wall and start time.
+
+    Raises RuntimeError (its stderr's end) if the run fails or times out.
+    """
+    with tempfile.TemporaryFile("w+") as err:
+        started_epoch, started = time.time(), time.perf_counter()
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--report", str(report), "--drive",
+                                 *run_args], env=env, stdout=subprocess.DEVNULL, stderr=err, text=True, cwd=cwd)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        wall = time.perf_counter() - started
+        err.seek(0)
+        stderr = err.read()
+    if proc.returncode != 0 or not report.is_file():
+        raise RuntimeError(f"instrumented run failed ({proc.returncode}): {stderr[-2000:]}")
+    data = json.loads(report.read_text())
+    data.update(wall=wall, started=started_epoch)
+    return data
+
+
+def _span(d: dict[str, Any], prefix: str) -> tuple[float, float] | None:
+    """(start, end) in seconds since the command started of the first event named `prefix`..."""
+    found = sorted((s, e) for what, s, e in d["events"] if what.startswith(prefix))
+    return (found[0][0] - d["started"], found[0][1] - d["started"]) if found else None
+
+
+def breakdown(d: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a one-row run's wall (issue 39 item 3) from an instrumented run: seconds each, None if absent.
+
+    They overlap (the server starts beside the model; imports happen inside the other parts), so they
+    do not add up: `critical` lists what the run's main thread did one after the other.
+    """
+    def span(prefix: str) -> tuple[float, float] | None:
+        return _span(d, prefix)
+
+    def length(s: tuple[float, float] | None) -> float | None:
+        return None if s is None else s[1] - s[0]
+
+    run, server, wait = span("emodraw_flows.run.run"), span("launch the pre-started"), span("wait until the pre-started")
+    body, model, cuda = span("flow body"), span("model load"), span(CUDA)
+    first, exit_ = span(FIRST_BATCH), span("exit handlers")
+    imports = d.get("imports", {})
+    top = sorted(imports.items(), key=lambda kv: -kv[1])[:4]
+    parts = {
+        "wall_s": d["wall"],
+        "imports_s": sum(imports.values()),
+        "imports_top": {k: round(v, 2) for k, v in top},
+        "prefect_server_start_s": (wait[1] - server[0]) if server and wait else None,
+        "prefect_server_waited_s": length(wait),
+        "cuda_context_s": length(cuda),
+        "model_load_s": length(model),
+        "model_load_without_cuda_s": (length(model) - length(cuda)) if model and cuda else length(model),
+        "first_batch_s": length(first),
+        "flow_engine_s": (body[0] - (wait[1] if wait else run[0])) if body and run else None,
+        "flow_body_s": length(body),
+        "exit_s": length(exit_),
+    }
+    # The main thread, in order: the CLI until the run, the model load, Prefect's import (until execute),
+    # the wait for the server, the flow engine, the flow, the exit.
+    execute = span("emodraw_flows.label.execute")
+    parts["critical"] = {
+        "until the run starts (interpreter, CLI imports, validate)": run[0] if run else None,
+        "model load (CUDA context included)": length(model),
+        "Prefect's import, while the model's head start runs": (execute[0] - model[1]) if execute and model else None,
+        "waiting for Prefect's server": length(wait),
+        "flow engine until the flow body": parts["flow_engine_s"],
+        "flow body (plan, label, finish)": length(body),
+        "exit handlers": length(exit_),
+    }
+    return parts
+
+
+def print_breakdown(d: dict[str, Any]) -> None:
+    p = breakdown(d)
+
+    def show(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    print("\nThe one-row run's parts (issue 39 item 3; they overlap, see the timeline):\n")
+    print("| part | seconds |")
+    print("|---|---:|")
+    for label, key in (("wall (the caller's)", "wall_s"), ("imports (first import of each package, all threads)", "imports_s"),
+                       ("Prefect's temporary server: launch until it answers", "prefect_server_start_s"),
+                       ("  of which the run waited for it", "prefect_server_waited_s"),
+                       ("CUDA context", "cuda_context_s"), ("model load (CUDA context excluded)", "model_load_without_cuda_s"),
+                       ("first batch queued (warm-up, compile)", "first_batch_s"),
+                       ("flow engine: server answered until the flow body", "flow_engine_s"),
+                       ("flow body (plan, label, finish)", "flow_body_s"), ("exit handlers", "exit_s")):
+        print(f"| {label} | {show(p[key])} |")
+    print("\nThe main thread, one part after the other:\n")
+    print("| part | seconds |")
+    print("|---|---:|")
+    for label, v in p["critical"].items():
+        print(f"| {label} | {show(v)} |")
+
+
 def print_timeline(label: str, d: dict[str, Any]) -> None:
     t0 = d["started"]
     print(f"\nTimeline of the median instrumented run, {label} ({d['wall']:.2f} s wall; seconds since the command started):\n")
@@ -264,13 +391,12 @@ def main() -> None:
             line.append(f"{names[t]} {wall:.2f} s")
         if not args.no_driver:
             for t in trees:
-                report = work / f"driver-{t.name}-{i}.json"
-                wall, started, _ = timed([sys.executable, str(Path(__file__).resolve()), "--report", str(report),
-                                          "--drive", *run_args], envs[t], cwd=work)
-                data = json.loads(report.read_text())
-                data.update(wall=wall, started=started)
+                try:
+                    data = driven_run(run_args, envs[t], work, work / f"driver-{t.name}-{i}.json")
+                except RuntimeError as exc:
+                    sys.exit(str(exc))
                 driven[t].append(data)
-                line.append(f"instrumented {names[t]} {wall:.2f} s")
+                line.append(f"instrumented {names[t]} {data['wall']:.2f} s")
         print(f"  round {i + 1}: " + ", ".join(line), flush=True)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
 
@@ -285,7 +411,9 @@ def main() -> None:
         print(f"| emodraw-batch run ({names[t]}) | {e:.2f} | {', '.join(f'{w:.2f}' for w in walls[str(t)])} | {e / p:.2f}x |")
     for t in trees:
         if driven[t]:
-            print_timeline(names[t], sorted(driven[t], key=lambda r: r["wall"])[len(driven[t]) // 2])
+            median = sorted(driven[t], key=lambda r: r["wall"])[len(driven[t]) // 2]
+            print_timeline(names[t], median)
+            print_breakdown(median)
     print(f"\nload average before/after: {' '.join(load_before)} / {' '.join(load_after)}")
     if args.json:
         args.json.write_text(json.dumps({

@@ -92,6 +92,11 @@ class RunConfig(BaseModel):
     # The best guess's probability from which a labelled row names it (text_lang; else null: unsure), and
     # which a text under 20 characters needs as well to be skipped (a few words are easily mistaken).
     language_confidence: float = Field(0.8, ge=0.0, le=1.0)
+    # Processes that detect languages beside the labelling process (fastText holds the GIL, so threads
+    # cannot share the work): None = auto, none on a CPU (its model is far slower than one detecting
+    # thread), one per 4 cores on a GPU, at most 8. 0 = in a thread of the labelling process. Changes no
+    # result (not in the fingerprint); see inference/language_pool.py.
+    language_workers: int | None = Field(None, ge=0, le=64)
 
     _check_device = field_validator("device")(check_device)
 

@@ -6,8 +6,8 @@
 - Whatever is still running `STOP_SECONDS` after the first signal (a stuck shard thread, a Dask
   worker that does not close), the process kills its child processes and exits: a stop never
   takes longer than that. A second signal does the same at once.
-- At the end of a command, the classifiers' threads are closed by their owner (the per-process
-  cache) and the other non-daemon threads get `JOIN_SECONDS` in all; one still alive then is named
+- At the end of a command, the classifiers' threads and the language-detection processes are
+  closed by their owners (the per-process caches) and the other non-daemon threads get `JOIN_SECONDS` in all; one still alive then is named
   on stderr and the process exits without it, instead of waiting for ever in Python's shutdown.
 """
 
@@ -97,6 +97,9 @@ def close_owned() -> None:
     classifier = sys.modules.get("emodraw_batch.inference.classifier")
     if classifier is not None:  # never imported for --help or `schedule --next`
         classifier.clear_cache()
+    pools = sys.modules.get("emodraw_batch.inference.language_pool")
+    if pools is not None:  # the language-detection processes (their stdin closes, they end)
+        pools.close_all()
 
 
 def join_threads(seconds: float = JOIN_SECONDS) -> list[str]:

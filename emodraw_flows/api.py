@@ -27,6 +27,7 @@ _server: subprocess.Popen | None = None
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP proxy
 _port: int | None = None
+SHUTDOWN_S = 5.0  # the server's graceful shutdown at most
 # The temporary server skips block auto-registration: to hash the block registry it first imports
 # every installed Prefect collection (prefect-dask, hence dask.distributed: ~0.6 s of CPU on 2 cores,
 # taken from the model while the run labels its first window), and a run uses no blocks. A server
@@ -102,7 +103,7 @@ def prestart() -> None:
         env=env,
         preexec_fn=_die_with_parent(),  # noqa: PLW1509 - called first thing, from the main thread
     )
-    atexit.register(stop)
+    atexit.register(stop, wait=False)
 
 
 def url(timeout: float) -> str | None:
@@ -127,14 +128,21 @@ def url(timeout: float) -> str | None:
     return None
 
 
-def stop() -> None:
+def stop(wait: bool = True) -> None:
+    """SIGTERM to the server; with `wait`, until it has ended (killed after SHUTDOWN_S).
+
+    At exit the process does not wait: uvicorn's graceful shutdown (Prefect's services flush their
+    events) took 0.27 s of every run's end on 2 cores (bench/startup.py, issue 39 item 3); the server
+    ends on its own (and a server still importing ends at once: SIGTERM's default action).
+    """
     global _server
     if _server is None:
         return
     _server.terminate()
-    try:
-        _server.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        _server.kill()
-        _server.wait()
+    if wait:
+        try:
+            _server.wait(timeout=SHUTDOWN_S)
+        except subprocess.TimeoutExpired:
+            _server.kill()
+            _server.wait()
     _server = None

@@ -301,11 +301,14 @@ def test_checks_read_only_measured_numbers():
         "agree": {"models": {"trained": {"fp32": {}, "default": {"agreement": 0.999}},
                              "base-shape": {"fp32": {}, "default": {"agreement": 0.994}}},
                   "memory": {"activation_peak_mib": 900.0, "budget_mib": 1000.0}},
+        "host": {"cores": 16, "runs": [{"rows_per_s": 60_000}, {"rows_per_s": 120_000}, {"failed": True}]},
+        "startup": {"wall_s": 9.5},
     }
     status = [v["status"] for v in gpu.checks(results).values()]
     # steady 48k < 50k, e2e 45k >= 40k, 11.25x >= 10x, min agreement 99.4% < 99.5%, dask = local,
-    # activations within budget, RSS x1.4 > x1.25
-    assert status == ["fail", "pass", "pass", "fail", "pass", "pass", "fail"]
+    # activations within budget, RSS x1.4 > x1.25, host alone 120k >= 100k (the best run), one row 9.5 s > 8 s
+    assert status == ["fail", "pass", "pass", "fail", "pass", "pass", "fail", "pass", "fail"]
+    assert "host alone >= 100,000 rows/s on 16 cores" in gpu.checks(results)
     results["dask"]["vs_local"]["max_abs_dprob"] = 1e-7  # one probability off is not "equal row by row"
     assert gpu.checks(results)["dask engine labels = local engine labels (every row)"]["status"] == "fail"
     results["dask"]["vs_local"].update(max_abs_dprob=0.0, same_rows=False)  # equal where both labelled, not the same rows
@@ -325,6 +328,34 @@ def test_corpus_size_puts_fixed_costs_under_their_share_when_two_runs_fit():
     assert tight["rows"] == tight["rows_that_fit"] == 3_600_000 and tight["expected_fixed_share"] > 0.10
     assert gpu.size_corpus(20.0, 30_000.0, 10.0, 0.10, floor=50_000, cap=20_000_000)["rows"] == 50_000  # never below the slice
     assert gpu.size_corpus(20.0, 30_000.0, 1e6, 0.10, floor=1, cap=1_000_000)["rows"] == 1_000_000
+
+
+def test_the_default_run_gets_two_million_rows_or_says_what_the_budget_allowed():
+    gpu = load_gpu_bench()
+    # Issue 39 item 4: 15 s fixed, 30k rows/s; fixed costs under 10% need 4.05M rows, 2M are the floor wanted.
+    roomy = gpu.size_corpus(15.0, 30_000.0, 1_000.0, 0.10, floor=150_000, cap=20_000_000, min_rows=2_000_000, runs=1)
+    assert roomy["rows"] == roomy["rows_wanted"] == 4_050_000 and not roomy["limited"]
+    low_fixed = gpu.size_corpus(1.0, 30_000.0, 1_000.0, 0.10, floor=150_000, cap=20_000_000, min_rows=2_000_000, runs=1)
+    assert low_fixed["rows"] == 2_000_000 and low_fixed["rows_for_fixed_share"] == 270_000
+    # One run of N rows plus two fixed costs in 80 s: (80 - 30) * 30k = 1.5M rows, fewer than wanted: said.
+    tight = gpu.size_corpus(15.0, 30_000.0, 80.0, 0.10, floor=150_000, cap=20_000_000, min_rows=2_000_000, runs=1)
+    assert tight["rows"] == tight["rows_that_fit"] == 1_500_000 and tight["limited"]
+    table = gpu.markdown({"sizing": {**tight, "fixed_share": 0.10}, "first_result": {"rows": 1, "wall_s": 15.0}})
+    assert "the budget allowed only 1,500,000 of the 4,050,000 rows wanted" in table
+
+
+def test_each_step_keeps_what_the_later_steps_need_at_least(tmp_path):
+    gpu = load_gpu_bench()
+    bench = gpu.Bench(gpu.parse(["--work", str(tmp_path), "--windows-rows", "300000", "--agree-seconds", "30",
+                                 "--fastpaths-seconds", "60"]))
+    bench.fixed, bench.rate = 15.0, 30_000.0
+    windows = 2 * (0.5 * 15.0 + 300_000 / 30_000.0) + 10
+    later = {"fastpaths": 60.0, "windows": windows, "startup": 2 * 15.0 + 10, "host": gpu.HOST_SECONDS, "agree": 45.0}
+    assert bench.reserve("local") == pytest.approx(sum(later.values()))
+    assert bench.reserve("host") == pytest.approx(45.0)  # agree; dask and baseline take only what is left
+    assert bench.reserve("agree") == bench.reserve("baseline") == 0.0
+    only = gpu.Bench(gpu.parse(["--work", str(tmp_path), "--steps", "imports,local,host"]))
+    assert only.steps == ["imports", "setup", "size", "local", "host"] and only.reserve("local") == gpu.HOST_SECONDS
 
 
 def test_steady_rate_leaves_out_the_first_shard_and_timelines_read_by_time():
@@ -361,11 +392,13 @@ def test_gpu_bench_runs_every_step_in_order_on_cpu(tmp_path, prefect_api):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, str(ROOT / "bench" / "gpu.py"), "--device", "cpu", "--size", "tiny", "--slice-rows", "300",
            "--rows", "1200", "--variants", "default,staged", "--agree-rows", "300", "--in-process",
+           "--windows-rows", "1200", "--window-sizes", "300,600",
            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--budget-seconds", "900"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     results = json.loads((tmp_path / "out" / "gpu-results.json").read_text())
-    assert list(results["steps_s"]) == ["imports", "peak", "setup", "size", "local", "dask", "baseline", "agree", "fastpaths"]
+    assert list(results["steps_s"]) == ["imports", "peak", "setup", "size", "local", "fastpaths", "windows", "startup", "host",
+                                        "agree", "dask", "baseline"]  # issue 39 item 4's order
     assert results["imports"]["prefect"] and results["imports"]["emodraw_cli.app"]
     assert results["first_result"]["rows"] == 1 and results["slice"]["rows"] == 300
     local, dask = results["local"], results["dask"]
@@ -380,9 +413,25 @@ def test_gpu_bench_runs_every_step_in_order_on_cpu(tmp_path, prefect_api):
         assert results["agree"]["models"][model]["default"]["agreement"] == 1.0
     fast = {f["name"]: f for f in results["fastpaths"]}
     assert fast["default"]["rows"] == fast["staged"]["rows"] == 300 and fast["staged"]["vs_default"]["agreement"] >= 0.98
+    windows = results["windows"]["runs"]
+    assert [w["window_rows"] for w in windows] == [300, 600] and all(w["rows"] == 1200 for w in windows)
+    # Other windows, other batches: the same maths in another order (fp32 rounding only).
+    assert windows[1]["vs_first"]["agreement"] == 1.0 and windows[1]["vs_first"]["max_abs_dprob"] <= SAME_MATHS_ATOL
+    startup = results["startup"]
+    assert startup["wall_s"] > 0 and startup["first_run_wall_s"] > 0 and not startup.get("failed")
+    parts = startup["parts"]  # the configured test API: no temporary server to wait for; no CUDA on a CPU
+    assert parts["model_load_s"] > 0 and parts["flow_body_s"] > 0 and parts["imports_s"] > 0
+    assert parts["cuda_context_s"] is None and parts["prefect_server_waited_s"] is None
+    host = results["host"]
+    from emodraw_batch.inference.language_pool import auto_workers
+
+    assert [r["language_workers"] for r in host["runs"]] == [0, auto_workers("cuda", os.cpu_count())]
+    assert all(r["rows"] == 1200 for r in host["runs"]) and host["cores"] == os.cpu_count()
     checks = results["checks"]
     assert checks["dask engine labels = local engine labels (every row)"]["status"] == "pass"
-    assert "## Targets" in done.stdout
+    assert checks[f"host alone >= 100,000 rows/s on {os.cpu_count()} cores"]["status"] in ("pass", "fail")
+    assert checks["one-row run <= 8 s"]["status"] in ("pass", "fail")
+    assert "## Targets" in done.stdout and "## Start-up: a one-row run" in done.stdout and "## The host alone" in done.stdout
 
 
 def test_sizing_rate_is_the_marginal_one_so_warm_up_does_not_shrink_the_corpus():

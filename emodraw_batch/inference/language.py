@@ -14,7 +14,9 @@ Deciding on the best guess's own score instead (issue 24) let through the langua
 probability with a neighbour (Norwegian with Danish, Catalan with Spanish, Indonesian with Malay),
 although English was not even a candidate (bench/language.py, docs/run.md#languages).
 One core detects tens of thousands of tweet-length rows per second, and it runs in a thread of its
-own, one window ahead of the tokenizing thread, off the model's path.
+own, one window ahead of the tokenizing thread, off the model's path; with `workers`, a window's
+fastText calls run in that many processes (language_pool.py: fastText holds the GIL), with the
+same results in the same order.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from emodraw_batch.errors import ConfigError
+from emodraw_batch.inference import language_pool
 from emodraw_batch.text import LANGUAGE, OK
 
 ANY = "any"
@@ -171,10 +174,16 @@ class LanguageDetector:
         found = self.candidates(texts, 1)
         return [f[0][1] if f else "" for f in found], [f[0][0] if f else 0.0 for f in found]
 
-    def scores(self, texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    def scores(self, texts: list[str], workers: int = 0) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """(best language, its probability, probability of `languages` within the best k, whether the
         best language is outside `languages`) per text. The per-text work is one fastText call and
-        list building: numpy per element, or the label's prefix cut per text, cost a third of the rate."""
+        list building: numpy per element, or the label's prefix cut per text, cost a third of the rate.
+        With `workers` and at least language_pool.MIN_TEXTS texts, the calls run in that many processes."""
+        if workers > 0 and len(texts) >= language_pool.MIN_TEXTS:
+            lines = [text.replace("\n", " ") for text in texts]
+            found = language_pool.pool(workers, str(model_path())).predict(lines, self.k)
+            if found is not None:  # else (busy, failed) here, as without workers
+                return self._scored(found)
         predict, k, keep = self._model.f.predict, self.k, self._keep
         found = [predict(text.replace("\n", " ") + "\n", k, 0.0, "replace") or [(0.0, _PREFIX)] for text in texts]
         n = len(found)
@@ -185,20 +194,37 @@ class LanguageDetector:
         names = [codes.get(f[0][1]) or codes.setdefault(f[0][1], f[0][1].removeprefix(_PREFIX)) for f in found]
         return names, np.minimum(top, np.float32(1.0)), kept, outside
 
-    def detect(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _scored(self, found: language_pool.Found) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """`scores` from the workers' guesses, vectorised, to the bit: `kept` summed in float64 in the
+        order of the guesses, as the per-text `sum` does, then cast."""
+        probs, index, labels = found
+        keep = np.fromiter((label in self._keep for label in labels), bool, len(labels))
+        kept = np.zeros(len(probs), dtype=np.float64)
+        for j in range(probs.shape[1]):
+            kept += np.where(keep[index[:, j]], probs[:, j].astype(np.float64), 0.0)
+        codes = [_CODES.get(label) or _CODES.setdefault(label, label.removeprefix(_PREFIX)) for label in labels]
+        names = np.asarray(codes, dtype=object)[index[:, 0]].tolist()
+        return names, np.minimum(probs[:, 0], np.float32(1.0)), kept.astype(np.float32), ~keep[index[:, 0]]
+
+    def detect(self, texts: list[str], workers: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(language or None; the best guess's probability as float32; True where the text is to be skipped).
 
         Skipped: the best guess is outside `languages`, `languages` together get less than `skip_below`
         of the probability (in the best k), and the text has SHORT_TEXT characters or its best guess
         has at least `confidence`. A skipped row names its best guess; a kept one only when that guess
-        has at least `confidence` (else None: unsure).
+        has at least `confidence` (else None: unsure). `workers`: see `scores`.
         """
-        names, top, kept, outside = self.scores(texts)
+        names, top, kept, outside = self.scores(texts, workers)
         sure = top >= np.float32(self.confidence)
         long = np.fromiter((len(text) >= SHORT_TEXT for text in texts), bool, len(texts))
         skip = outside & (kept < np.float32(self.skip_below)) & (long | sure)
         sure |= skip
         return np.where(sure, np.asarray(names, dtype=object), None).astype(object), top, skip
+
+
+def workers_for(setting: int | None, device: str) -> int:
+    """Detecting processes for a run's `language_workers` on `device` (None: language_pool.auto_workers)."""
+    return language_pool.auto_workers(device) if setting is None else setting
 
 
 def detector_for(languages: str, skip_below: float, confidence: float) -> LanguageDetector | None:
@@ -215,13 +241,14 @@ def detect_rows(
     skip_below: float,
     confidence: float,
     given: np.ndarray | None = None,
+    workers: int = 0,
 ) -> Rows | None:
     """Each row's language; rows with text confidently outside `languages` get status `language` (in place).
 
     `given` (from `given_languages`, the input's own column) decides the rows where it names a
     language; the detector decides the other rows with text. Returns (language, probability, source)
     for every row, or None for `any`. Runs where the window is read (the prefetch thread), so the
-    model never waits for it.
+    model never waits for it; with `workers`, fastText runs in that many processes (same results).
     """
     if languages == ANY:
         return None
@@ -236,7 +263,7 @@ def detect_rows(
     if rows.size:
         detector = detector_for(languages, skip_below, confidence)
         assert detector is not None
-        lang[rows], score[rows], skip = detector.detect([texts[i] for i in rows])
+        lang[rows], score[rows], skip = detector.detect([texts[i] for i in rows], workers)
         source[rows] = DETECTED
         status[rows[skip]] = LANGUAGE
     stated = (status == OK) & (source == INPUT)

@@ -47,6 +47,7 @@ class ClassifySettings(TypedDict, total=False):
     language_column: str | None
     language_skip_below: float
     language_confidence: float
+    language_workers: int | None
     long_texts: Literal["truncate", "chunk"]
     chunk_overlap: int | None
     max_chunks: int

@@ -33,7 +33,9 @@ from emodraw_batch.inference.classifier import EmotionClassifier, Prediction, ca
 from emodraw_batch.inference.token_rows import EncodedIds
 from emodraw_batch.inference import language
 from emodraw_batch.job.dedup import Repeats, WindowPlan
-from emodraw_batch.job.windows import Prepared, encode_prepared, encode_window, prepare_window, token_bounded
+from emodraw_batch.job.windows import (
+    Prepared, detecting_workers, encode_prepared, encode_window, prepare_window, token_bounded,
+)
 from emodraw_batch.job.plan import Plan, ShardResult, plan
 from emodraw_batch.job.prefetch import SerialWorker, prefetch
 from emodraw_batch.memory import cap_malloc_arenas, release_freed_memory
@@ -160,14 +162,16 @@ def label_windows(
     """
     repeats = repeats_for(config)
     served = 0
+    workers = detecting_workers(config, clf)
 
     def prepared() -> Iterator[tuple[pa.Table, Prepared]]:
         for table in token_bounded(windows, config):
-            yield table, prepare_window(table, config)
+            yield table, prepare_window(table, config, workers)
 
     def encoded() -> Iterator[tuple[Any, ...]]:  # (table, *Encoded)
         # With languages, two threads ahead of the model: one reads, cleans and detects (fastText holds
-        # the GIL), the other tokenizes (Rust, without it), so detection adds to neither stage's time.
+        # the GIL: on a GPU its calls go to `workers` processes, language_pool.py), the other tokenizes
+        # (Rust, without the GIL), so detection adds to neither stage's time.
         depth = OVERLAP_WINDOWS if config.detects_languages else 0
         for table, ready in prefetch(prepared(), depth):
             yield table, *encode_prepared(ready, clf, repeats)

@@ -24,11 +24,11 @@ Prepared = tuple[list[str], np.ndarray, "language.Rows | None"]
 Encoded = tuple[np.ndarray, list[list[int]], np.ndarray, "language.Rows | None", "WindowPlan | None"]
 
 
-def prepare_window(table: pa.Table, config: RunConfig) -> Prepared:
+def prepare_window(table: pa.Table, config: RunConfig, workers: int = 0) -> Prepared:
     """A window's cleaned texts, row statuses and languages (rows outside `config.languages`: status `language`).
 
     The input's language column (`config.language_column`), where the window has it, decides the rows it
-    names a language for; the detector the others.
+    names a language for; the detector the others, in `workers` processes (0: this thread; same results).
     """
     column = table[config.text_column]
     if config.cast_text and not pa.types.is_string(column.type):
@@ -40,7 +40,7 @@ def prepare_window(table: pa.Table, config: RunConfig) -> Prepared:
     if config.language_column is not None and config.language_column in table.column_names:
         given = language.given_languages(table[config.language_column])  # the input's own, where it names one
     rows = language.detect_rows(
-        texts, status, config.languages, config.language_skip_below, config.language_confidence, given
+        texts, status, config.languages, config.language_skip_below, config.language_confidence, given, workers
     )
     return texts, status, rows
 
@@ -62,7 +62,12 @@ def encode_window(
     table: pa.Table, config: RunConfig, clf: EmotionClassifier, repeats: Repeats | None = None
 ) -> Encoded:
     """`encode_prepared` of one window read from `table`."""
-    return encode_prepared(prepare_window(table, config), clf, repeats)
+    return encode_prepared(prepare_window(table, config, detecting_workers(config, clf)), clf, repeats)
+
+
+def detecting_workers(config: RunConfig, clf: EmotionClassifier) -> int:
+    """The processes that detect languages for `config` on `clf`'s device (0 without detection)."""
+    return language.workers_for(config.language_workers, clf.device) if config.detects_languages else 0
 
 
 def token_bounded(windows: Iterable[pa.Table], config: RunConfig) -> Iterator[pa.Table]:
