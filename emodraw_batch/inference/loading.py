@@ -129,6 +129,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def load_checkpoint(name: str, revision: str | None = None, allow_pickle: bool = False) -> tuple[Any, Any]:
     """Load (tokenizer, model) from a local folder or a hub id; safetensors only unless allowed."""
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -159,6 +160,9 @@ def load_checkpoint(name: str, revision: str | None = None, allow_pickle: bool =
                 revision=revision,
                 use_safetensors=None if allow_pickle else True,
                 trust_remote_code=False,
+                # fp32 whatever the weights were stored in (the shipped model is stored in fp16 to
+                # halve its size): --precision, not the file, decides how the forward pass runs.
+                dtype=torch.float32,
             )
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
