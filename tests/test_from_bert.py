@@ -1,5 +1,5 @@
 """A BERT becomes an ALBERT (emodraw_batch/train/from_bert.py): the same logits when nothing is cut,
-a working model when layers, vocabulary or embedding width are cut, fp16 on disk and fp32 loaded."""
+a working model when layers or vocabulary are cut, fp16 on disk and fp32 loaded."""
 
 from __future__ import annotations
 
@@ -87,23 +87,6 @@ def test_a_smaller_vocabulary_keeps_characters_and_words_in_order(bert):
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     # A dropped word falls back to its characters, not to [UNK].
     assert smaller.tokenize("unusedword") == ["u", *(f"##{c}" for c in "nusedword")]
-
-
-def test_a_factorised_embedding_is_fitted_to_the_berts_embedding_output(bert):
-    model, _ = load(bert)
-    before = from_bert.convert(model, [0, 1, 2], embedding_size=16, fit_steps=0)
-    after = from_bert.convert(model, [0, 1, 2], embedding_size=16, fit_steps=200)
-    ids = torch.arange(model.config.vocab_size)
-    positions = torch.zeros_like(ids)
-    want = model.bert.embeddings.LayerNorm(from_bert.embed(model.bert.embeddings, ids, positions))
-
-    def error(albert) -> float:
-        mine = albert.albert.embeddings
-        got = albert.albert.encoder.embedding_hidden_mapping_in(mine.LayerNorm(from_bert.embed(mine, ids, positions)))
-        return float(torch.nn.functional.mse_loss(got, want))
-
-    with torch.no_grad():
-        assert after.config.embedding_size == 16 and error(after) < error(before)
 
 
 def test_the_tool_writes_fp16_weights_that_load_and_label_as_fp32(bert, tmp_path):

@@ -1,11 +1,11 @@
 """Turn a BERT checkpoint into an ALBERT one (emodraw_batch/train/from_bert.py): chosen layers,
-optionally a smaller vocabulary or embedding, optionally fp16 weights on disk.
+optionally a smaller vocabulary, optionally fp16 weights on disk.
 
     python tools/bert_to_albert.py minilm-emotion --output albert-l4 --layers 0,2,4,5 \
         --vocab-size 11000 --vocab-texts emotion/train.txt
     python tools/bert_to_albert.py student --output shipped --half      # an ALBERT: re-save in fp16
 
-With all layers, the full vocabulary and no --embedding-size, the ALBERT gives the BERT's logits.
+With all layers and the full vocabulary, the ALBERT gives the BERT's logits.
 An ALBERT input (from an earlier conversion, then trained) is only re-saved (--half).
 """
 
@@ -27,7 +27,6 @@ def main() -> None:
     parser.add_argument("--layers", help="BERT layers to keep, e.g. 0,2,4,5 (default: all)")
     parser.add_argument("--vocab-size", type=int, help="keep this many tokens (default: all)")
     parser.add_argument("--vocab-texts", type=Path, help="texts whose tokens (used at least twice) are kept first")
-    parser.add_argument("--embedding-size", type=int, help="a factorised embedding of this width (default: the hidden size)")
     parser.add_argument("--half", action="store_true", help="store the weights in fp16 (half the size on disk)")
     args = parser.parse_args()
 
@@ -40,7 +39,7 @@ def main() -> None:
     if model.config.model_type == "bert":
         depth = model.config.num_hidden_layers
         layers = [int(i) for i in args.layers.split(",")] if args.layers else list(range(depth))
-        model = from_bert.convert(model, layers, args.embedding_size)
+        model = from_bert.convert(model, layers)
         if args.vocab_size:
             seen = from_bert.frequent_tokens(tokenizer, read_texts(args.vocab_texts)) if args.vocab_texts else ()
             tokenizer = from_bert.prune_vocab(model, tokenizer, args.vocab_size, seen)

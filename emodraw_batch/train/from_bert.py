@@ -1,4 +1,4 @@
-"""An ALBERT made from a BERT checkpoint: the same layers, fewer of them, a smaller embedding.
+"""An ALBERT made from a BERT checkpoint: the same layers (some of them), a smaller vocabulary.
 
 ALBERT's layer is BERT's (post-LayerNorm attention and feed-forward); what ALBERT adds is a
 factorised embedding (vocabulary x E, then an E -> H projection) and layers that may share
@@ -8,9 +8,13 @@ that `run`, ONNX export and `train --base` load like any ALBERT, keeping what th
 
     layers          which BERT layers to keep, in order (dropping some is the usual start of a
                     smaller student: DistilBERT keeps every other one)
-    embedding_size  None keeps BERT's (exact: the same logits); smaller cuts the vocabulary
-                    table's size by H/E, and the small embedding is fitted to reproduce BERT's
-                    (LayerNorm-ed) embedding output, so the layers above get what they expect
+    prune_vocab     fewer tokens: the training texts' own first, then BERT's most frequent
+
+The embedding stays H wide (E = H, an identity projection): with every layer and token kept the
+ALBERT gives the BERT's logits. A factorised E < H table is what ALBERT was pretrained with, but
+MiniLM's is not low-rank (128 of its 384 directions hold 74% of the variance of its word +
+position sums; fitted, the layers' outputs kept a cosine of 0.6 to the BERT's), so the size is
+cut by the vocabulary instead, which cost no validation accuracy (docs/training.md).
 
 Used by tools/bert_to_albert.py; the shipped model was made with it (docs/training.md).
 """
@@ -37,13 +41,13 @@ LAYER_NAMES = {
 }
 
 
-def albert_config(bert: Any, layers: Sequence[int], embedding_size: int, labels: Sequence[str]) -> Any:
-    """The ALBERT config with BERT's widths, `len(layers)` unshared layers and the given embedding."""
+def albert_config(bert: Any, layers: Sequence[int], labels: Sequence[str]) -> Any:
+    """The ALBERT config with BERT's widths (the embedding's too) and `len(layers)` unshared layers."""
     from transformers import AlbertConfig
 
     c = bert.config
     return AlbertConfig(
-        vocab_size=c.vocab_size, embedding_size=embedding_size, hidden_size=c.hidden_size,
+        vocab_size=c.vocab_size, embedding_size=c.hidden_size, hidden_size=c.hidden_size,
         num_hidden_layers=len(layers), num_hidden_groups=len(layers), inner_group_num=1,
         num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size,
         hidden_act=c.hidden_act, max_position_embeddings=c.max_position_embeddings,
@@ -60,8 +64,7 @@ def emotion_head(bert: Any) -> list[str] | None:
     return names if has_head and sorted(names) == sorted(EMOTIONS) else None
 
 
-def convert(bert: Any, layers: Sequence[int], embedding_size: int | None = None, fit_steps: int = 3000,
-            seed: int = 0) -> Any:
+def convert(bert: Any, layers: Sequence[int], seed: int = 0) -> Any:
     """An AlbertForSequenceClassification holding `bert`'s chosen layers (and head, if it has one)."""
     import torch
     from transformers import AlbertForSequenceClassification
@@ -69,11 +72,9 @@ def convert(bert: Any, layers: Sequence[int], embedding_size: int | None = None,
     depth = bert.config.num_hidden_layers
     if not layers or any(not 0 <= i < depth for i in layers):
         raise ConfigError(f"--layers must name layers of the BERT (0..{depth - 1}); received {list(layers)}.")
-    hidden = bert.config.hidden_size
-    size = embedding_size or hidden
     labels = emotion_head(bert) or list(EMOTIONS)
     torch.manual_seed(seed)
-    albert = AlbertForSequenceClassification(albert_config(bert, layers, size, labels)).eval()
+    albert = AlbertForSequenceClassification(albert_config(bert, layers, labels)).eval()
     source = bert.state_dict()
     prefix = "bert." if any(k.startswith("bert.") for k in source) else ""
     target = albert.state_dict()
@@ -88,16 +89,12 @@ def convert(bert: Any, layers: Sequence[int], embedding_size: int | None = None,
     if emotion_head(bert):
         target["classifier.weight"], target["classifier.bias"] = source["classifier.weight"], source["classifier.bias"]
     albert.load_state_dict(target)
-    embeddings = getattr(bert, "bert", bert).embeddings
-    if size == hidden:
-        copy_embeddings(embeddings, albert)
-    else:
-        fit_embeddings(embeddings, albert, fit_steps, seed)
+    copy_embeddings(getattr(bert, "bert", bert).embeddings, albert)
     return albert
 
 
 def copy_embeddings(embeddings: Any, albert: Any) -> None:
-    """E = H: BERT's tables and LayerNorm as they are, and an identity projection (exact)."""
+    """BERT's tables and LayerNorm as they are (E = H), and an identity projection: exact."""
     import torch
 
     mine = albert.albert.embeddings
@@ -107,68 +104,6 @@ def copy_embeddings(embeddings: Any, albert: Any) -> None:
         mapping = albert.albert.encoder.embedding_hidden_mapping_in
         mapping.weight.copy_(torch.eye(mapping.weight.shape[0]))
         mapping.bias.zero_()
-
-
-def sample_pairs(vocab: int, longest: int, n: int, generator: Any) -> tuple[Any, Any]:
-    """Random (token, position) pairs: every token equally likely, so rare ones are fitted as well
-    as frequent ones; positions mostly within the first 128, where short texts live."""
-    import torch
-
-    ids = torch.randint(vocab, (n,), generator=generator)
-    positions = torch.randint(min(128, longest), (n,), generator=generator)
-    far = torch.rand(n, generator=generator) < 0.2
-    positions[far] = torch.randint(longest, (int(far.sum()),), generator=generator)
-    return ids, positions
-
-
-def embed(module: Any, ids: Any, positions: Any) -> Any:
-    """An embedding module's sum of word, position and type-0 vectors, before its LayerNorm."""
-    import torch
-
-    return module.word_embeddings(ids) + module.position_embeddings(positions) \
-        + module.token_type_embeddings(torch.zeros_like(ids))
-
-
-def fit_embeddings(embeddings: Any, albert: Any, steps: int, seed: int) -> float:
-    """E < H: BERT's embedding output LN_H(w + p + t) from ALBERT's proj(LN_E(w' + p' + t')).
-
-    Start in closed form: centring over the H dimensions is linear, so with P (H x E) the main
-    directions of the centred sums, w' = P'Cw (and p', t' alike) and proj = diag(gamma) P sqrt(H/E),
-    bias beta, give gamma * P P'z + beta for BERT's normalised z. Then fit all of it (tables,
-    LayerNorm, projection) to BERT's output on random (token, position) pairs. Returns the
-    final mean squared error.
-    """
-    import torch
-
-    mine, mapping = albert.albert.embeddings, albert.albert.encoder.embedding_hidden_mapping_in
-    hidden, size = embeddings.word_embeddings.weight.shape[1], mine.word_embeddings.weight.shape[1]
-    vocab, longest = embeddings.word_embeddings.weight.shape[0], embeddings.position_embeddings.weight.shape[0]
-    generator = torch.Generator().manual_seed(seed)
-    centre = torch.eye(hidden) - 1.0 / hidden
-    with torch.no_grad():
-        sums = embed(embeddings, *sample_pairs(vocab, longest, 50_000, generator)) @ centre
-        basis = torch.linalg.svd(sums, full_matrices=False).Vh[:size].T  # H x E
-        down = centre @ basis
-        mine.word_embeddings.weight.copy_(embeddings.word_embeddings.weight @ down)
-        mine.position_embeddings.weight.copy_(embeddings.position_embeddings.weight @ down)
-        mine.token_type_embeddings.weight.copy_(embeddings.token_type_embeddings.weight @ down)
-        mine.LayerNorm.reset_parameters()
-        mapping.weight.copy_(embeddings.LayerNorm.weight[:, None] * basis * (hidden / size) ** 0.5)
-        mapping.bias.copy_(embeddings.LayerNorm.bias)
-    params = [*mine.parameters(), *mapping.parameters()]
-    optimizer = torch.optim.Adam(params, lr=1e-3)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
-    loss = torch.tensor(float("nan"))
-    for _ in range(steps):
-        ids, positions = sample_pairs(vocab, longest, 8192, generator)
-        with torch.no_grad():
-            want = embeddings.LayerNorm(embed(embeddings, ids, positions))
-        loss = torch.nn.functional.mse_loss(mapping(mine.LayerNorm(embed(mine, ids, positions))), want)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return float(loss.detach())
 
 
 def latin(token: str) -> bool:
