@@ -74,7 +74,7 @@ import gpu_corpus  # noqa: E402
 import host as H  # noqa: E402  (bench/host.py: the host alone)
 import startup as S  # noqa: E402  (bench/startup.py: the one-row run's parts)
 
-TRAINED = ROOT / "data" / "albert-mini-emotion"
+TRAINED = ROOT / "data" / "albert-emotion"
 BASELINE = HERE / "baseline.py"
 RESULTS = "gpu-results.json"
 TABLE = "gpu-results.md"

@@ -1,6 +1,6 @@
 """What Prefect costs a run: the same job without Prefect, with its temporary server, and with a running one.
 
-    python bench/prefect_overhead.py                    # 711 rows, 8 shards, data/albert-mini-emotion, 3 rounds
+    python bench/prefect_overhead.py                    # 711 rows, 8 shards, data/albert-emotion, 3 rounds
     python bench/prefect_overhead.py --rows 711 --rounds 3 --model DIR
 
 Each round runs, one after the other (so all see the same machine load), in fresh processes:
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=711)
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--model", default=str(ROOT / "data" / "albert-mini-emotion"))
+    parser.add_argument("--model", default=str(ROOT / "data" / "albert-emotion"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="emodraw-prefect-bench-"))
     src = corpus(work / "in.parquet", args.rows)

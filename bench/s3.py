@@ -4,7 +4,7 @@
     python bench/s3.py --rows 200000 --write-rows 1000000 --repeat 5
 
 Same machine, same corpus (data/sample.parquet's texts repeated, with ids), same shipped model
-(data/albert-mini-emotion). The S3 server is moto's (`python -m moto.server`, from `pip install 'moto[server]'`)
+(data/albert-emotion). The S3 server is moto's (`python -m moto.server`, from `pip install 'moto[server]'`)
 in its own process on 127.0.0.1, so it does not share this process's GIL; it keeps objects in
 memory, and torch gets one thread (OMP_NUM_THREADS=1) so that the server has a core; this measures
 the protocol and the atomic-write scheme (upload to a hidden temporary
@@ -115,7 +115,7 @@ def main() -> None:
         shard_rows = args.rows // args.shards
         corpus = work / "corpus.parquet"
         make_corpus(corpus, args.rows, min(shard_rows, 5_000))
-        cfg = load_config(model=str(ROOT / "data" / "albert-mini-emotion"), device="cpu", shard_rows=shard_rows)
+        cfg = load_config(model=str(ROOT / "data" / "albert-emotion"), device="cpu", shard_rows=shard_rows)
 
         runner.run([str(corpus)], str(work / "warm-up"), cfg)  # model load and first passes, not timed
         # run: end to end, local folder vs s3:// (alternating which goes first)

@@ -1,6 +1,6 @@
 """Where the seconds of a one-row `emodraw-batch run` go, next to a one-row `transformers.pipeline` script.
 
-    python bench/startup.py                                   # data/albert-mini-emotion, 3 rounds
+    python bench/startup.py                                   # data/albert-emotion, 3 rounds
     python bench/startup.py --model DIR --rounds 5 --json out.json
 
 Each round runs, one after the other (so both see the same machine load):
@@ -347,7 +347,7 @@ def print_timeline(label: str, d: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(ROOT / "data" / "albert-mini-emotion"))
+    parser.add_argument("--model", default=str(ROOT / "data" / "albert-emotion"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--extra", default="", help="Extra flags for emodraw-batch run (e.g. '--device cpu').")
     parser.add_argument("--trees", default=str(ROOT),

@@ -63,7 +63,7 @@ def run(
     text_column: Optional[str] = typer.Option(None, help=f"Column holding the text (default: {run_default('text_column')})."),
     id_column: Optional[str] = typer.Option(None, help="Optional id column (checked for duplicates)."),
     device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda | cuda:N (default: {run_default('device')})."),
-    precision: Optional[str] = typer.Option(None, help=f"auto | fast | fp32 | bf16 | fp16 | int8 (default: {run_default('precision')} = fp32 on CPU, bf16 on CUDA; fast = the fastest with >= 99% of fp32's labels: bf16 where native, else int8, else fp32; int8 = dynamic int8 quantization, CPU only)."),
+    precision: Optional[str] = typer.Option(None, help=f"auto | fast | fp32 | bf16 | fp16 | int8 (default: {run_default('precision')} = fp32 on CPU, bf16 on CUDA; fast = the fastest with >= 99% of fp32's labels: bf16 where native, else fp32; int8 = dynamic int8 quantization, CPU only)."),
     runtime: Optional[str] = typer.Option(None, help=f"auto | torch | onnx: what runs the forward pass (default: {run_default('runtime')} = ONNX Runtime for fp32 on the CPU, else torch)."),
     max_length: Optional[int] = typer.Option(None, help=f"Max tokens per text (one model input); longer texts are truncated and flagged, or chunked (default: {run_default('max_length')})."),
     long_texts: Optional[str] = typer.Option(None, help=f"truncate | chunk: texts longer than --max-length: label their first window, or every window and aggregate (default: {run_default('long_texts')})."),

@@ -16,7 +16,7 @@ from emodraw_batch.inference.backends import lengths_mask, onnx_forward
 from emodraw_batch.errors import ConfigError
 from emodraw_batch.inference.classifier import EmotionClassifier
 
-SHIPPED = str(Path(__file__).resolve().parents[1] / "data" / "albert-mini-emotion")
+SHIPPED = str(Path(__file__).resolve().parents[1] / "data" / "albert-emotion")
 # ONNX Runtime vs torch is not just another order of the same kernels (SAME_MATHS_ATOL): the exported graph
 # is rewritten (constant folding, ORT's fused attention, LayerNorm and GELU kernels with their own
 # approximations). Measured max |p_onnx - p_torch|: ~1e-6 on the shipped model, up to 1.7e-5 on the

@@ -29,12 +29,14 @@ from emodraw_batch.inference.batcher import EncodedIds
 from emodraw_batch.inference.classifier import EmotionClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINED = str(ROOT / "data" / "albert-mini-emotion")
+TRAINED = str(ROOT / "data" / "albert-emotion")
 # Exact paths: the same arithmetic on other shapes (buckets pad more, eager vs sdpa attention, compiled
 # graphs) is SAME_MATHS_ATOL (tests/conftest.py); measured max |dp| 7e-7 on the wild tiny model.
-# bf16 weights (and bf16 autocast) vs fp32 on the trained checkpoint, 400 texts on this CPU:
-# measured max |dp| 0.012-0.014 and 100% agreement; the issue asks >= 99.5% on the GPU.
-BF16_ATOL, BF16_MIN_AGREEMENT = 0.05, 0.99
+# bf16 weights (and bf16 autocast) vs fp32 on the trained checkpoint, 400 texts on this CPU: measured
+# on the shipped model (issue 40) max |dp| 0.069 (one text; 99th percentile 0.028) and 99.75% agreement
+# with bf16 weights, 0.026 and 100% with autocast; on the Emotions test split 0.020 and 99.85%. (The
+# model shipped before measured 0.012-0.014 and 100%.) The issue asks >= 99.5% on the GPU.
+BF16_ATOL, BF16_MIN_AGREEMENT = 0.1, 0.99
 
 
 def load_gpu_bench():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from emodraw_batch.inference.classifier import EmotionClassifier
 
-SHIPPED = Path(__file__).resolve().parents[1] / "data" / "albert-mini-emotion"
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "albert-emotion"
 
 
 def test_shipped_checkpoint_labels_obvious_sentences():
@@ -54,7 +54,7 @@ def test_an_installed_wheel_labels_with_model_offline(tmp_path):
     installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
                                 str(site), str(wheel)], capture_output=True, text=True, timeout=600)
     assert installed.returncode == 0, installed.stderr
-    assert (site / "emodraw_batch" / "models" / "albert-mini-emotion" / "model.safetensors").is_file()
+    assert (site / "emodraw_batch" / "models" / "albert-emotion" / "model.safetensors").is_file()
     corpus = tmp_path / "in.parquet"
     pq.write_table(pa.table({"text": ["i feel so happy and cheerful today", "i feel really sad and lonely"]}), corpus)
     # The installed copy first on the path, the checkout nowhere: run from a folder outside it.

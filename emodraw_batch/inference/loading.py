@@ -62,8 +62,8 @@ OFFLINE = "offline"  # --model offline: the distilled model shipped inside the p
 
 
 def packaged_model() -> Path:
-    """The folder of the model shipped inside the package (emodraw_batch/models/albert-mini-emotion)."""
-    return Path(__file__).resolve().parents[1] / "models" / "albert-mini-emotion"
+    """The folder of the model shipped inside the package (emodraw_batch/models/albert-emotion)."""
+    return Path(__file__).resolve().parents[1] / "models" / "albert-emotion"
 
 
 def resolve_model(name: str) -> tuple[str, str | None]:
@@ -149,7 +149,7 @@ def load_checkpoint(name: str, revision: str | None = None, allow_pickle: bool =
             f"Model {name!r} is not a local folder, is not in the Hugging Face cache, and the hub cannot be reached "
             "(offline machine, firewall, or HF_HUB_OFFLINE=1). Download the checkpoint on a machine with access "
             "(`huggingface-cli download ID --local-dir DIR`) and pass the folder with --model DIR, or use the model "
-            "shipped with emodraw-batch: --model offline (a distilled ALBERT, 3.5 MB, no download)."
+            "shipped with emodraw-batch: --model offline (the default: a distilled ALBERT, 24 MB, no download)."
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=False)
