@@ -15,11 +15,6 @@ import argparse
 from pathlib import Path
 
 
-def read_texts(path: Path) -> list[str]:
-    """`text;label` lines (labels ignored) or one text per line."""
-    return [line.rsplit(";", 1)[0] for line in path.read_text().splitlines() if line.strip()]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="a BERT checkpoint folder (BertModel or BertForSequenceClassification), or an ALBERT one")
@@ -30,20 +25,21 @@ def main() -> None:
     parser.add_argument("--half", action="store_true", help="store the weights in fp16 (half the size on disk)")
     args = parser.parse_args()
 
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
+    from emodraw_batch.files.labelled import read_texts
+    from emodraw_batch.inference.loading import load_checkpoint
     from emodraw_batch.train import from_bert
+    from emodraw_batch.train.checkpoints import save_checkpoint
 
-    tokenizer = AutoTokenizer.from_pretrained(args.source)
-    model = AutoModelForSequenceClassification.from_pretrained(args.source).eval()
+    tokenizer, model = load_checkpoint(args.source)
+    model.eval()
     if model.config.model_type == "bert":
         depth = model.config.num_hidden_layers
         layers = [int(i) for i in args.layers.split(",")] if args.layers else list(range(depth))
         model = from_bert.convert(model, layers)
         if args.vocab_size:
-            seen = from_bert.frequent_tokens(tokenizer, read_texts(args.vocab_texts)) if args.vocab_texts else ()
+            seen = from_bert.frequent_tokens(tokenizer, read_texts(args.vocab_texts)[0]) if args.vocab_texts else ()
             tokenizer = from_bert.prune_vocab(model, tokenizer, args.vocab_size, seen)
-    from_bert.save_albert(model, tokenizer, args.output, half=args.half)
+    save_checkpoint(args.output, model, tokenizer, half=args.half)
     size = sum(f.stat().st_size for f in Path(args.output).iterdir() if f.is_file())
     params = sum(p.numel() for p in model.parameters())
     print(f"{args.output}: {params:,} parameters, {size / 1e6:.1f} MB on disk")

@@ -23,11 +23,12 @@ def main() -> None:
     parser.add_argument("--half", action="store_true", help="store the weights in fp16 (half the size on disk)")
     args = parser.parse_args()
 
+    from emodraw_batch.analysis.metrics import report
     from emodraw_batch.files.labelled import check_known, read_labelled
     from emodraw_batch.inference.classifier import EmotionClassifier
     from emodraw_batch.inference.loading import load_checkpoint
     from emodraw_batch.train import class_bias
-    from emodraw_batch.train.from_bert import save_albert
+    from emodraw_batch.train.checkpoints import save_checkpoint
 
     labelled = read_labelled(args.val)
     clf = EmotionClassifier(args.model, device="cpu", runtime="torch")
@@ -35,16 +36,15 @@ def main() -> None:
     y = np.array([clf.labels.index(label) for label in labelled.labels])
     log_probs = np.log(np.clip(clf(labelled.texts).probs, 1e-12, 1.0))
     offsets = class_bias.tune_offsets(log_probs, y)
-    before, after = log_probs.argmax(1), (log_probs + offsets).argmax(1)
-    classes = len(clf.labels)
+    before, after = (report(y, (log_probs + o).argmax(1), clf.labels) for o in (0.0, offsets))
     print(json.dumps({
         "offsets": dict(zip(clf.labels, offsets.round(2).tolist())),
-        "val_accuracy": [round(float((before == y).mean()), 4), round(float((after == y).mean()), 4)],
-        "val_macro_f1": [round(class_bias.macro_f1(y, before, classes), 4), round(class_bias.macro_f1(y, after, classes), 4)],
+        "val_accuracy": [round(before["accuracy"], 4), round(after["accuracy"], 4)],
+        "val_macro_f1": [round(before["macro_f1"], 4), round(after["macro_f1"], 4)],
     }))
     tokenizer, model = load_checkpoint(args.model)  # as stored (the classifier's copy is made ready to run)
     class_bias.fold_into_head(model, offsets)
-    save_albert(model, tokenizer, args.output, half=args.half)
+    save_checkpoint(args.output, model, tokenizer, half=args.half)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,14 @@ def save_best(output: Path, model: Any, tokenizer: Any) -> None:
                 path.replace(temp)
 
 
+def save_checkpoint(output: str | Path, model: Any, tokenizer: Any, half: bool = False) -> None:
+    """A checkpoint folder written by a tool (save_best's atomic files); `half` stores fp16 weights
+    (half the bytes; `load_checkpoint` makes them fp32 again)."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    save_best(output, model.half() if half else model, tokenizer)
+
+
 def save_last(output: Path, session: Session, tokenizer: Any, state: dict[str, Any]) -> None:
     """DIR/last: checkpoint + optimizer/scheduler state + trainer state, swapped in as a whole."""
     import torch

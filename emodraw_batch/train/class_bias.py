@@ -16,17 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from emodraw_batch.analysis.metrics import report
+
 GRID = np.round(np.arange(-2.0, 2.0001, 0.1), 1)  # offsets tried per class, in logits
-
-
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> float:
-    """Unweighted mean of the per-class F1 (a class never present nor predicted counts 0)."""
-    scores = []
-    for c in range(classes):
-        tp = int(np.sum((y_pred == c) & (y_true == c)))
-        wrong = int(np.sum((y_pred == c) != (y_true == c)))  # false positives + false negatives
-        scores.append(2 * tp / max(2 * tp + wrong, 1))
-    return float(np.mean(scores))
 
 
 def tune_offsets(log_probs: np.ndarray, y_true: np.ndarray, rounds: int = 3) -> np.ndarray:
@@ -36,15 +28,15 @@ def tune_offsets(log_probs: np.ndarray, y_true: np.ndarray, rounds: int = 3) -> 
     fixed, for `rounds` rounds or until nothing changes. Ties go to the smaller offset, so a
     class that needs none keeps 0. Deterministic.
     """
-    classes = log_probs.shape[1]
-    offsets = np.zeros(classes)
+    classes = range(log_probs.shape[1])
+    offsets = np.zeros(len(classes))
     for _ in range(rounds):
         before = offsets.copy()
-        for c in range(classes):
+        for c in classes:
             def score(value: float) -> tuple[float, float]:
                 trial = offsets.copy()
                 trial[c] = value
-                return macro_f1(y_true, np.argmax(log_probs + trial, axis=1), classes), -abs(value)
+                return report(y_true, np.argmax(log_probs + trial, axis=1), classes)["macro_f1"], -abs(value)
 
             offsets[c] = max(GRID, key=score)
         if np.array_equal(before, offsets):

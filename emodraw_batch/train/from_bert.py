@@ -22,7 +22,6 @@ Used by tools/bert_to_albert.py; the shipped model was made with it (docs/traini
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from emodraw_batch.emotions import EMOTIONS
@@ -72,7 +71,8 @@ def convert(bert: Any, layers: Sequence[int], seed: int = 0) -> Any:
     depth = bert.config.num_hidden_layers
     if not layers or any(not 0 <= i < depth for i in layers):
         raise ConfigError(f"--layers must name layers of the BERT (0..{depth - 1}); received {list(layers)}.")
-    labels = emotion_head(bert) or list(EMOTIONS)
+    head = emotion_head(bert)
+    labels = head or list(EMOTIONS)
     torch.manual_seed(seed)
     albert = AlbertForSequenceClassification(albert_config(bert, layers, labels)).eval()
     source = bert.state_dict()
@@ -86,7 +86,7 @@ def convert(bert: Any, layers: Sequence[int], seed: int = 0) -> Any:
     if f"{prefix}pooler.dense.weight" in source:
         target["albert.pooler.weight"] = source[f"{prefix}pooler.dense.weight"]
         target["albert.pooler.bias"] = source[f"{prefix}pooler.dense.bias"]
-    if emotion_head(bert):
+    if head:
         target["classifier.weight"], target["classifier.bias"] = source["classifier.weight"], source["classifier.bias"]
     albert.load_state_dict(target)
     copy_embeddings(getattr(bert, "bert", bert).embeddings, albert)
@@ -158,12 +158,3 @@ def prune_vocab(albert: Any, tokenizer: Any, size: int, seen: Sequence[str] = ()
     albert.config.vocab_size = len(tokens)
     return BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True,
                          model_max_length=tokenizer.model_max_length)
-
-
-def save_albert(albert: Any, tokenizer: Any, output: str | Path, half: bool = False) -> None:
-    """Write the checkpoint; `half` stores fp16 weights (half the bytes; loading makes them fp32)."""
-    import torch
-
-    model = albert.to(torch.float16) if half else albert
-    model.save_pretrained(str(output))
-    tokenizer.save_pretrained(str(output))
