@@ -469,21 +469,30 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown_runs(title: str, columns: list[str], runs: list[dict[str, Any]], lead: Any, cells: Any) -> list[str]:
+    """A section: `title` and a table with a row per run, `lead(run)` cells then `cells(run)`; a failed
+    run shows its error after its lead cells instead."""
+    lines = [title, "", "| " + " | ".join(columns) + " |", "|" + "---:|" * len(columns)]
+    for r in runs:
+        first = lead(r)
+        rest = [f"failed: {str(r.get('error', ''))[:100]}"] if r.get("failed") else cells(r)
+        lines.append("| " + " | ".join([*first, *rest]) + " |" + " |" * (len(columns) - len(first) - len(rest)))
+    return [*lines, ""]
+
+
 def markdown_windows(windows: dict[str, Any] | None) -> list[str]:
     if not windows or not windows.get("runs"):
         return []
-    lines = [f"## window_rows, package path, {fmt(windows.get('rows'))} rows", "",
-             "| window_rows | rows/s labelling | forward s | waiting for input s | peak RSS MiB | peak GPU MiB | = first labels |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in windows["runs"]:
-        if r.get("failed"):
-            lines.append(f"| {fmt(r.get('window_rows'))} | failed: {str(r.get('error', ''))[:100]} |" + " |" * 5)
-            continue
+
+    def cells(r: dict[str, Any]) -> list[str]:
         vs = r.get("vs_first") or {}
-        lines.append(f"| {fmt(r.get('window_rows'))} | {fmt(r.get('rows_per_s_label'))} | {fmt(r.get('forward_s'), '.2f')} "
-                     f"| {fmt(r.get('input_wait_s'), '.2f')} | {fmt(r.get('peak_rss_mib'))} | {fmt(r.get('peak_alloc_mib'))} "
-                     f"| {fmt(vs.get('agreement'), '.3%') if vs else '-'} |")
-    return [*lines, ""]
+        return [fmt(r.get("rows_per_s_label")), fmt(r.get("forward_s"), ".2f"), fmt(r.get("input_wait_s"), ".2f"),
+                fmt(r.get("peak_rss_mib")), fmt(r.get("peak_alloc_mib")), fmt(vs.get("agreement"), ".3%") if vs else "-"]
+
+    return markdown_runs(
+        f"## window_rows, package path, {fmt(windows.get('rows'))} rows",
+        ["window_rows", "rows/s labelling", "forward s", "waiting for input s", "peak RSS MiB", "peak GPU MiB", "= first labels"],
+        windows["runs"], lambda r: [fmt(r.get("window_rows"))], cells)
 
 
 STARTUP_PARTS = (("wall (plain run)", "wall_s"), ("wall (instrumented run)", "instrumented_wall_s"),
@@ -517,18 +526,17 @@ def markdown_startup(startup: dict[str, Any] | None) -> list[str]:
 def markdown_host(host: dict[str, Any] | None) -> list[str]:
     if not host or not host.get("runs"):
         return []
-    lines = [f"## The host alone (bench/host.py, forward pass that returns at once), {fmt(host.get('rows'))} rows", "",
-             "| cores | language workers | rows/s | CPU s per 1,000 rows | detect alone rows/s | tokenize alone rows/s | clean | dedup | output table |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in host["runs"]:
-        if r.get("failed"):
-            lines.append(f"| {r.get('cores')} | {r.get('language_workers')} | failed: {str(r.get('error', ''))[:100]} |" + " |" * 6)
-            continue
+
+    def cells(r: dict[str, Any]) -> list[str]:
         st = {k: v.get("rows_per_s_alone") for k, v in r.get("stages", {}).items()}
-        lines.append(f"| {r.get('cores')} | {r.get('language_workers')} | {fmt(r.get('rows_per_s'))} | {fmt(r.get('cpu_s_per_1000_rows'), '.3f')} "
-                     f"| {fmt(st.get('detect'))} | {fmt(st.get('tokenize'))} | {fmt(st.get('clean'))} | {fmt(st.get('dedup'))} "
-                     f"| {fmt(st.get('label_table'))} |")
-    return [*lines, ""]
+        return [fmt(r.get("rows_per_s")), fmt(r.get("cpu_s_per_1000_rows"), ".3f"),
+                *(fmt(st.get(stage)) for stage in ("detect", "tokenize", "clean", "dedup", "label_table"))]
+
+    return markdown_runs(
+        f"## The host alone (bench/host.py, forward pass that returns at once), {fmt(host.get('rows'))} rows",
+        ["cores", "language workers", "rows/s", "CPU s per 1,000 rows", "detect alone rows/s", "tokenize alone rows/s",
+         "clean", "dedup", "output table"],
+        host["runs"], lambda r: [str(r.get("cores")), str(r.get("language_workers"))], cells)
 
 
 # -- the driver ---------------------------------------------------------------------------------
